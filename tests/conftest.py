@@ -1,0 +1,3 @@
+"""Shared test setup; fixtures live in modules listed here."""
+
+pytest_plugins = ["sandbox_fixtures"]
