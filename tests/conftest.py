@@ -1,3 +1,3 @@
 """Shared test setup; fixtures live in modules listed here."""
 
-pytest_plugins = ["sandbox_fixtures"]
+pytest_plugins = ["sandbox_fixtures", "aioresponses_compat"]

@@ -1,0 +1,284 @@
+"""The write-ahead journal: every intent before its call, every outcome after.
+
+One JSON object a line, written and synced to disk before the call it
+announces is sent (an ``intent``) and as soon as a row's fate is known (an
+``outcome``). A run killed at any instant leaves a journal from which the next
+run knows which rows are done, which calls may have reached the server (an
+intent with no outcome after it), and which rows were never touched.
+
+Records, by ``type``:
+
+- ``run``: first line; ``run_id``, ``manifest``, ``manifest_sha256``, ``started_at``.
+- ``resume``: a later run took the journal over.
+- ``intent``: ``op`` (create, update, rename, delete), ``key``, ``account_id``,
+  ``namespace``, ``line``.
+- ``outcome``: ``key``, ``line`` (null for a deletion), ``outcome`` and the
+  report's fields for that row.
+- ``finished``: the run completed and wrote its report.
+
+A row's ``key`` is ``line:<n>`` for manifest rows and ``unmanaged:<account>:<name>``
+for namespaces outside the manifest. The last outcome of a key wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+
+log = structlog.get_logger("provisioner.journal")
+
+JOURNAL_NAME = "journal.jsonl"
+FORMAT_VERSION = 1
+
+
+def utc_now() -> str:
+    """The current time as RFC 3339 UTC with milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class JournalState:
+    """What an existing journal says: header, finished or not, open intents."""
+
+    header: dict[str, Any]
+    finished: bool
+    # key -> the intent record that has no outcome after it
+    open_intents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # key -> byte offset of the key's last outcome record
+    outcome_offsets: dict[str, int] = field(default_factory=dict)
+    # key -> the key's last outcome ("created", "failed", ...)
+    outcomes: dict[str, str] = field(default_factory=dict)
+
+
+class Journal:
+    """Append-only; ``commit`` returns once the record is synced to disk.
+
+    Records committed by concurrent workers share one write and one fsync
+    (group commit), so the cost of durability does not grow with concurrency.
+    ``append`` queues a record that can be recomputed if lost (an adopted row,
+    say); it reaches the disk with the next commit or at ``close``.
+    """
+
+    def __init__(self, path: Path, handle: IO[bytes], run_id: str) -> None:
+        self.path = path
+        self.run_id = run_id
+        self._handle = handle
+        self._pending: list[bytes] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.records_written = 0
+        self.syncs = 0
+
+    def __repr__(self) -> str:
+        return f"Journal(path={str(self.path)!r}, run_id={self.run_id!r})"
+
+    @classmethod
+    def create(cls, path: Path, *, manifest: str, manifest_sha256: str) -> Journal:
+        """Start a new journal at ``path`` (an older one must be moved first)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = path.open("xb")
+        run_id = uuid.uuid4().hex
+        journal = cls(path, handle, run_id)
+        journal.append(
+            {
+                "type": "run",
+                "version": FORMAT_VERSION,
+                "run_id": run_id,
+                "manifest": manifest,
+                "manifest_sha256": manifest_sha256,
+                "started_at": utc_now(),
+            }
+        )
+        journal.flush_now()
+        _sync_directory(path.parent)
+        return journal
+
+    @classmethod
+    def reopen(cls, path: Path, state: JournalState) -> Journal:
+        """Continue an unfinished journal."""
+        _drop_torn_tail(path)
+        handle = path.open("ab")
+        journal = cls(path, handle, str(state.header.get("run_id", "")))
+        journal.append({"type": "resume", "at": utc_now()})
+        journal.flush_now()
+        return journal
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Queue a record without waiting for the disk."""
+        line = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+        self._pending.append(line.encode() + b"\n")
+
+    async def commit(self, record: dict[str, Any]) -> None:
+        """Append a record and return once it (and all before it) is synced."""
+        self.append(record)
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_loop())
+        await waiter
+
+    async def intent(
+        self, *, op: str, key: str, account_id: str, namespace: str, line: int | None
+    ) -> None:
+        """Record, durably, that a call changing the account is about to go out."""
+        await self.commit(
+            {
+                "type": "intent",
+                "op": op,
+                "key": key,
+                "account_id": account_id,
+                "namespace": namespace,
+                "line": line,
+                "at": utc_now(),
+            }
+        )
+
+    async def outcome(self, record: dict[str, Any]) -> None:
+        """Record, durably, a row's outcome (``key`` and ``outcome`` required)."""
+        await self.commit({"type": "outcome", **record, "at": utc_now()})
+
+    def outcome_later(self, record: dict[str, Any]) -> None:
+        """Queue an outcome that a rerun could recompute (no call was made)."""
+        self.append({"type": "outcome", **record, "at": utc_now()})
+
+    async def finish(self, summary: dict[str, Any]) -> None:
+        """Mark the run complete; a later run will start a new journal."""
+        await self.commit({"type": "finished", "at": utc_now(), "summary": summary})
+
+    async def close(self) -> None:
+        """Write what is queued, sync, and close the file."""
+        if self._flusher is not None:
+            await self._flusher
+        self.flush_now()
+        self._handle.close()
+
+    def flush_now(self) -> None:
+        """Write and sync everything queued, blocking (signal paths, start-up)."""
+        lines, self._pending = self._pending, []
+        self._write_synced(lines)
+
+    async def _flush_loop(self) -> None:
+        while self._pending:
+            lines, self._pending = self._pending, []
+            waiters, self._waiters = self._waiters, []
+            try:
+                await asyncio.to_thread(self._write_synced, lines)
+            except OSError as exc:
+                for waiter in waiters:
+                    waiter.set_exception(exc)
+                raise
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def _write_synced(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        self._handle.write(b"".join(lines))
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self.records_written += len(lines)
+        self.syncs += 1
+
+
+def read_state(path: Path) -> JournalState | None:
+    """Scan a journal once; None when there is none or it has no header."""
+    if not path.exists():
+        return None
+
+    state: JournalState | None = None
+    for offset, record in iter_records(path):
+        kind = record.get("type")
+        if kind == "run":
+            state = JournalState(header=record, finished=False)
+            continue
+        if state is None:
+            return None
+        key = record.get("key")
+        if kind == "intent" and isinstance(key, str):
+            state.open_intents[key] = record
+        elif kind == "outcome" and isinstance(key, str):
+            # An outcome marked unresolved (a call cut off by a stop) leaves the
+            # intent open: the next run must look the name up.
+            if not record.get("unresolved"):
+                state.open_intents.pop(key, None)
+            state.outcome_offsets[key] = offset
+            state.outcomes[key] = str(record.get("outcome"))
+        elif kind == "finished":
+            state.finished = True
+        elif kind == "resume":
+            state.finished = False
+
+    return state
+
+
+def iter_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Every complete record with its byte offset; a torn last line is skipped."""
+    with path.open("rb") as handle:
+        offset = 0
+        for raw in handle:
+            start = offset
+            offset += len(raw)
+            if not raw.endswith(b"\n"):
+                break  # the writer died mid-line; that record never happened
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                yield start, record
+
+
+def read_record_at(handle: IO[bytes], offset: int) -> dict[str, Any]:
+    """The record starting at ``offset`` of an open journal."""
+    handle.seek(offset)
+    record = json.loads(handle.readline())
+    if not isinstance(record, dict):
+        raise ValueError(f"journal record at byte {offset} is not an object")
+    return record
+
+
+def archive(path: Path) -> Path:
+    """Move a finished (or abandoned) journal aside, keeping it for audit."""
+    history = path.parent / "history"
+    history.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    target = history / f"journal-{stamp}.jsonl"
+    os.replace(path, target)
+    return target
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a half-written last line so appended records start on a fresh line."""
+    with path.open("rb+") as handle:
+        data_end = handle.seek(0, os.SEEK_END)
+        if data_end == 0:
+            return
+        handle.seek(data_end - 1)
+        if handle.read(1) == b"\n":
+            return
+        keep = 0
+        handle.seek(0)
+        for raw in handle:
+            if raw.endswith(b"\n"):
+                keep += len(raw)
+        handle.truncate(keep)
+        os.fsync(handle.fileno())
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make a new file's directory entry durable too."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

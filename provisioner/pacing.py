@@ -1,0 +1,315 @@
+"""Pacing to a request budget: a sliding window whose slots free on completion.
+
+Cloudflare counts requests per user or token in a window and locks the user
+out for the whole window when one request too many arrives. The limiter here
+keeps three invariants, each stricter than the one before it is needed:
+
+1. Own budget. At most ``quota`` requests occupy the window. A request holds
+   its slot from the moment it is admitted until ``window_s`` after its answer
+   arrived (or it failed). The server saw the request somewhere between those
+   two instants, so any ``quota + 1`` requests it saw are more than
+   ``window_s`` apart, whatever the network delays: no fixed or sliding window
+   on the server can hold more than ``quota`` of them.
+
+2. Server's word. When an answer says ``r`` requests remain for ``t``
+   seconds, no more than ``r`` are sent until then, less those of ours the
+   server had not yet counted (sent after that request, or still in flight when
+   its answer came) and less what other clients of the same token are expected
+   to spend meanwhile, projected from what they spent so far.
+
+3. Pause. A 429 (or anything else that asks for a pause) holds every caller
+   until the pause ends; pauses only ever extend.
+
+Concurrency is not limited here; that is a separate knob.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+import structlog
+
+log = structlog.get_logger("provisioner.pacing")
+
+Clock = Callable[[], float]
+
+# A 429 without Retry-After or Ratelimit pauses at least this long.
+NO_HINT_PAUSE_FLOOR_S = 1.0
+
+# A reset "in seconds" larger than this is a Unix timestamp (2001 onwards).
+_EPOCH_THRESHOLD_S = 1e9
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerBudget:
+    """What one answer's headers said about the budget."""
+
+    remaining: int | None = None
+    reset_s: float | None = None
+    quota: int | None = None
+    window_s: float | None = None
+
+
+@dataclass(slots=True)
+class Ticket:
+    """One admitted request; hand it back to ``Pacer.release``."""
+
+    seq: int
+    admitted_at: float
+
+
+class Pacer:
+    """One limiter shared by every worker of a run."""
+
+    def __init__(
+        self,
+        quota: int,
+        window_s: float,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if quota < 1 or window_s <= 0:
+            raise ValueError("a budget needs at least 1 request per positive window")
+        self.quota = quota
+        self.window_s = window_s
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = asyncio.Lock()
+        self._changed = asyncio.Event()
+
+        self._issued = 0
+        self._in_flight: set[int] = set()
+        self._expiries: deque[float] = deque()
+        self._paused_until = 0.0
+
+        self._server_seq = -1
+        self._server_allowance = 0
+        self._server_reset_at = 0.0
+        self._sent_at: deque[tuple[int, float]] = deque()
+        self._others_rate_per_s = 0.0
+        self._server_quota: int | None = None
+        self._server_window_s: float | None = None
+
+        self._no_hint_pause_s = 0.0
+
+        self.requests_admitted = 0
+        self.rate_limited_count = 0
+        self.waited_s = 0.0
+
+    # -- admission ----------------------------------------------------------
+
+    async def acquire(self) -> Ticket:
+        """Wait until a request may be sent, then take its slot."""
+        async with self._lock:
+            while True:
+                now = self._clock()
+                delay_s = self._delay_s(now)
+                if delay_s == 0.0:
+                    return self._admit(now)
+
+                self._changed.clear()
+                if math.isinf(delay_s):
+                    await self._changed.wait()
+                else:
+                    await self._sleep(delay_s)
+                self.waited_s += max(0.0, self._clock() - now)
+
+    def _delay_s(self, now: float) -> float:
+        """Seconds until a slot may free up; 0 when one is free now."""
+        while self._expiries and self._expiries[0] <= now:
+            self._expiries.popleft()
+
+        waits = []
+        if now < self._paused_until:
+            waits.append(self._paused_until - now)
+        if len(self._in_flight) + len(self._expiries) >= self.quota:
+            # A slot held by a request in flight frees only after its answer.
+            waits.append(self._expiries[0] - now if self._expiries else math.inf)
+        if now < self._server_reset_at and self._server_allowance <= 0:
+            waits.append(self._server_reset_at - now)
+
+        return max(waits, default=0.0)
+
+    def _admit(self, now: float) -> Ticket:
+        ticket = Ticket(seq=self._issued, admitted_at=now)
+        self._issued += 1
+        self._in_flight.add(ticket.seq)
+        if now < self._server_reset_at:
+            self._server_allowance -= 1
+        self._sent_at.append((ticket.seq, now))
+        while self._sent_at and self._sent_at[0][1] < now - 2 * self.window_s:
+            self._sent_at.popleft()
+        self.requests_admitted += 1
+        return ticket
+
+    # -- feedback -----------------------------------------------------------
+
+    def release(self, ticket: Ticket, headers: Mapping[str, str] | None = None) -> None:
+        """Free the ticket's slot ``window_s`` from now; learn from the headers."""
+        now = self._clock()
+        self._in_flight.discard(ticket.seq)
+        self._expiries.append(now + self.window_s)
+        if headers is not None:
+            self._learn(ticket, parse_budget(headers, now_epoch_s=time.time()), now)
+        self._changed.set()
+
+    def pause_for(self, delay_s: float, reason: str = "rate_limited") -> None:
+        """Hold every caller for ``delay_s`` from now (pauses only extend)."""
+        until = self._clock() + max(0.0, delay_s)
+        if until > self._paused_until:
+            self._paused_until = until
+            log.warning("pacing_paused", reason=reason, pause_s=round(delay_s, 3))
+        self._changed.set()
+
+    def rate_limited(self, retry_after_s: float | None) -> float:
+        """A 429 arrived: pause everyone as the server asks, or back off.
+
+        Without a hint the pause starts at a floor and doubles with each 429
+        in a row, up to one window. Returns the pause in seconds.
+        """
+        self.rate_limited_count += 1
+        if retry_after_s is not None:
+            delay_s = retry_after_s
+        else:
+            doubled_s = max(self._no_hint_pause_s * 2, NO_HINT_PAUSE_FLOOR_S)
+            self._no_hint_pause_s = min(doubled_s, self.window_s)
+            delay_s = self._no_hint_pause_s
+        self.pause_for(delay_s, reason="rate_limited")
+        return delay_s
+
+    @property
+    def paused_until(self) -> float:
+        """Clock time before which nothing is admitted."""
+        return self._paused_until
+
+    def _learn(self, ticket: Ticket, budget: ServerBudget, now: float) -> None:
+        self._adopt_policy(budget)
+        if budget.remaining is None or budget.reset_s is None:
+            return
+        if ticket.seq < self._server_seq:
+            return  # an older answer than one already heard from
+
+        uncounted = self._issued - ticket.seq - 1
+        uncounted += sum(1 for seq in self._in_flight if seq < ticket.seq)
+        others = self._expected_others(budget, ticket, now)
+        self._server_seq = ticket.seq
+        self._server_allowance = budget.remaining - uncounted - others
+        self._server_reset_at = now + budget.reset_s
+
+    def _adopt_policy(self, budget: ServerBudget) -> None:
+        if budget.quota is not None:
+            self._server_quota = budget.quota
+        if budget.window_s is not None:
+            self._server_window_s = budget.window_s
+        # Never faster than the settings, nor than the server says.
+        if budget.quota is not None and 0 < budget.quota < self.quota:
+            self.quota = budget.quota
+        if budget.window_s is not None and budget.window_s > self.window_s:
+            self.window_s = budget.window_s
+
+    def _expected_others(self, budget: ServerBudget, ticket: Ticket, now: float) -> int:
+        """Requests other clients of the token will spend before the reset."""
+        quota = budget.quota or self._server_quota
+        window_s = budget.window_s or self._server_window_s
+        if budget.remaining is None or budget.reset_s is None or not quota:
+            return 0  # without the server's policy, others cannot be told apart
+        if not window_s:
+            return 0
+        elapsed_s = max(0.0, window_s - budget.reset_s)
+        window_start = now - elapsed_s
+        ours = sum(
+            1 for seq, at in self._sent_at if seq <= ticket.seq and at >= window_start
+        )
+        spent_by_others = max(0, quota - budget.remaining - ours)
+        if elapsed_s >= 1.0:
+            rate = spent_by_others / elapsed_s
+            self._others_rate_per_s = max(rate, self._others_rate_per_s * 0.5)
+        return math.ceil(self._others_rate_per_s * budget.reset_s)
+
+
+def parse_budget(headers: Mapping[str, str], *, now_epoch_s: float) -> ServerBudget:
+    """Read ``Ratelimit``/``Ratelimit-Policy`` or the older ``x-ratelimit-*``."""
+    remaining = reset_s = window_s = None
+    quota = None
+
+    current = _structured_params(headers.get("Ratelimit"))
+    if current:
+        remaining = _as_int(current.get("r"))
+        reset_s = _as_float(current.get("t"))
+    policy = _structured_params(headers.get("Ratelimit-Policy"))
+    if policy:
+        quota = _as_int(policy.get("q"))
+        window_s = _as_float(policy.get("w"))
+
+    if remaining is None:
+        remaining = _as_int(headers.get("x-ratelimit-remaining"))
+        reset_s = _reset_seconds(headers.get("x-ratelimit-reset"), now_epoch_s)
+    if quota is None:
+        quota = _as_int(headers.get("x-ratelimit-limit"))
+
+    return ServerBudget(remaining, reset_s, quota, window_s)
+
+
+def retry_after_s(headers: Mapping[str, str], *, now_epoch_s: float) -> float | None:
+    """Seconds a 429 asks to wait: ``Retry-After`` (seconds, decimal or date)."""
+    raw = headers.get("Retry-After")
+    if raw is None:
+        current = _structured_params(headers.get("Ratelimit"))
+        return _as_float(current.get("t")) if current else None
+    return _reset_seconds(raw, now_epoch_s)
+
+
+def _structured_params(raw: str | None) -> dict[str, str]:
+    """Parameters of the first item of an IETF structured list header."""
+    if not raw:
+        return {}
+    first = raw.split(",", 1)[0]
+    params = {}
+    for part in first.split(";")[1:]:
+        key, sep, value = part.strip().partition("=")
+        if sep:
+            params[key.strip().lower()] = value.strip().strip('"')
+    return params
+
+
+def _reset_seconds(raw: str | None, now_epoch_s: float) -> float | None:
+    """A delay given as seconds, a decimal, or an HTTP date."""
+    if raw is None:
+        return None
+    seconds = _as_float(raw)
+    if seconds is not None and seconds > _EPOCH_THRESHOLD_S:
+        return max(0.0, seconds - now_epoch_s)  # some servers send a Unix time
+    if seconds is not None:
+        return max(0.0, seconds)
+    try:
+        when = parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now_epoch_s)
+
+
+def _as_int(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    try:
+        return int(raw.strip())
+    except ValueError:
+        return None
+
+
+def _as_float(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None

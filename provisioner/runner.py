@@ -1,0 +1,689 @@
+"""Carrying out a reconciliation: apply a manifest to the accounts it names.
+
+The phases of ``Runner.run``:
+
+1. journal: resume an unfinished journal of the same manifest, or start one;
+2. resolve: every intent the earlier run left open is looked up (GET) before
+   anything else is sent;
+3. list: one LIST per account (an account that refuses it fails alone);
+4. work: rows stream from the manifest through a bounded queue to workers;
+   each mutating call is announced in the journal before it is sent, and its
+   outcome written as soon as it is known;
+5. close: rows never reached become ``not_attempted``, duplicates copy their
+   first occurrence, and the report is rebuilt from the journal.
+
+A create whose outcome is unknown (timeout, reset, 5xx or unreadable answer
+after sending, any other 4xx) is resolved by looking the name up; it is sent
+again only when the name is absent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from provisioner.client import ApiClient
+from provisioner.errors import (
+    ApiError,
+    CredentialsRefusedError,
+    NotFoundError,
+    PermanentError,
+    RunInterruptedError,
+    SettingsError,
+    TransientError,
+)
+from provisioner.journal import (
+    JOURNAL_NAME,
+    Journal,
+    JournalState,
+    archive,
+    read_record_at,
+    read_state,
+    utc_now,
+)
+from provisioner.manifest import Manifest, Validation
+from provisioner.models import ManifestRow, Namespace, Outcome
+from provisioner.plan import AccountView, list_accounts
+from provisioner.reconcile import Action, Decision, decide
+from provisioner.report import ReportPaths, count_outcomes, write_report
+from provisioner.retry import RetryPolicy
+
+log = structlog.get_logger("provisioner.runner")
+
+# Outcomes a resumed run keeps; any other row is decided again.
+_FINAL = frozenset(
+    {Outcome.CREATED, Outcome.EXISTING, Outcome.UPDATED, Outcome.RENAMED}
+)
+_STOP = object()
+
+
+@dataclass
+class RunOptions:
+    """Choices of one apply run."""
+
+    skip_invalid: bool = False
+    resume: bool | None = None  # None: when the journal matches; True: always
+    grace_s: float = 30.0
+    on_outcome: Callable[[str], None] | None = None
+
+
+@dataclass
+class RunResult:
+    """How the run ended."""
+
+    exit_code: int
+    summary: dict[str, Any]
+    report: ReportPaths
+    journal_path: Path
+
+
+def row_key(line: int) -> str:
+    """The journal key of a manifest row."""
+    return f"line:{line}"
+
+
+class Runner:
+    """One apply run over one manifest."""
+
+    def __init__(
+        self,
+        *,
+        manifest: Manifest,
+        validation: Validation,
+        client: ApiClient,
+        policy: RetryPolicy,
+        report_dir: Path,
+        default_account: str | None,
+        concurrency: int,
+        options: RunOptions | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self.validation = validation
+        self.client = client
+        self.policy = policy
+        self.report_dir = report_dir
+        self.default_account = default_account
+        self.concurrency = concurrency
+        self.options = options or RunOptions()
+
+        self._stop = asyncio.Event()
+        self._fatal: CredentialsRefusedError | None = None
+        self._interrupted = False
+        self._accounts: dict[str, AccountView] = {}
+        self._done: set[str] = set()
+        self._uncertain: set[str] = set()
+        self._resolved: dict[str, Namespace] = {}
+        self._journal: Journal | None = None
+        self._resumed = False
+        policy.should_stop = self._stop.is_set
+
+    # -- control ------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Start no new calls; calls in flight get ``grace_s`` to finish."""
+        if not self._stop.is_set():
+            log.warning("stop_requested", grace_s=self.options.grace_s)
+        self._interrupted = True
+        self._stop.set()
+        self.client.halt()
+
+    def flush_journal_now(self) -> None:
+        """Write what the journal has queued, blocking (for a hard exit)."""
+        if self._journal is not None:
+            self._journal.flush_now()
+
+    # -- the run ------------------------------------------------------------
+
+    async def run(self) -> RunResult:
+        """All phases; returns the exit code and where the report is."""
+        started_at, started_s = utc_now(), time.monotonic()
+        accounts = self._accounts_in_manifest()
+        journal_path = self.report_dir / JOURNAL_NAME
+        journal, state = self._open_journal(journal_path)
+        self._journal = journal
+        log.info(
+            "run_started",
+            manifest=str(self.manifest.path),
+            rows=self.validation.rows_total,
+            resumed=self._resumed,
+            run_id=journal.run_id,
+        )
+
+        try:
+            self._record_invalid_rows(journal)
+            if state is not None:
+                await self._resolve_open_intents(state)
+            await self._list_accounts(accounts)
+            await self._work(journal)
+            await self._record_duplicates(journal)
+            return await self._finish(journal, started_at, started_s)
+        finally:
+            await journal.close()
+
+    def _open_journal(self, path: Path) -> tuple[Journal, JournalState | None]:
+        state = read_state(path)
+        if state is not None and not state.finished:
+            same = state.header.get("manifest_sha256") == self.validation.sha256
+            if self.options.resume is True or (self.options.resume is None and same):
+                self._resumed = True
+                self._done = {
+                    key for key, outcome in state.outcomes.items() if outcome in _FINAL
+                }
+                log.info(
+                    "journal_resumed",
+                    path=str(path),
+                    open_intents=len(state.open_intents),
+                    rows_done=len(self._done),
+                )
+                return Journal.reopen(path, state), state
+            log.warning(
+                "journal_set_aside",
+                path=str(path),
+                reason="unfinished journal of another manifest",
+                open_intents=len(state.open_intents),
+            )
+        if path.exists():
+            archive(path)
+        return (
+            Journal.create(
+                path,
+                manifest=str(self.manifest.path),
+                manifest_sha256=self.validation.sha256,
+            ),
+            None,
+        )
+
+    def _record_invalid_rows(self, journal: Journal) -> None:
+        messages: dict[int, list[str]] = {}
+        for problem in self.validation.errors:
+            if (
+                problem.line is not None
+                and problem.line in self.validation.invalid_lines
+            ):
+                field_name = f"{problem.field}: " if problem.field else ""
+                messages.setdefault(problem.line, []).append(
+                    field_name + problem.message
+                )
+        for line, texts in messages.items():
+            journal.outcome_later(
+                {
+                    "key": row_key(line),
+                    "line": line,
+                    "outcome": Outcome.INVALID,
+                    "attempts": 0,
+                    "error_message": "; ".join(texts),
+                }
+            )
+
+    def _accounts_in_manifest(self) -> set[str]:
+        accounts = set()
+        for row in self.manifest.rows():
+            if row.account_id is None and self.default_account is None:
+                raise SettingsError(
+                    f"{self.manifest.path}:{row.line}: the row has no account_id "
+                    "and no default account is set; set CLOUDFLARE_ACCOUNT_ID."
+                )
+            accounts.add(self._account_of(row))
+        return accounts
+
+    def _account_of(self, row: ManifestRow) -> str:
+        account = row.account_id or self.default_account
+        assert account is not None  # checked by _accounts_in_manifest
+        return account
+
+    # -- phase 2: open intents ------------------------------------------------
+
+    async def _resolve_open_intents(self, state: JournalState) -> None:
+        """Look up every call an earlier run may have made without recording it.
+
+        A name found is the earlier run's doing: its row becomes ``created``
+        (or ``renamed``) when the producer reaches it. A name not found, or
+        not looked up, is created again only after another lookup.
+        """
+        for key, intent in state.open_intents.items():
+            if key in self._done:
+                continue
+            self._uncertain.add(key)
+            if self._stop.is_set() or intent.get("op") not in ("create", "rename"):
+                continue
+            account = str(intent.get("account_id"))
+            name = str(intent.get("namespace"))
+            try:
+                found = await self._lookup(account, name)
+            except ApiError as exc:
+                log.warning("intent_unresolved", namespace=name, error=str(exc))
+                continue
+            if found is not None:
+                self._resolved[key] = found
+            log.info("intent_resolved", namespace=name, found=found is not None)
+
+    # -- phase 3: one LIST per account ----------------------------------------
+
+    async def _list_accounts(self, accounts: set[str]) -> None:
+        self._accounts = await list_accounts(self.client, self.policy, accounts)
+        refusals = [v.refused for v in self._accounts.values()]
+        if refusals and all(refusals):
+            # Refused everywhere: the credentials, not one account, are wrong.
+            first = refusals[0]
+            if isinstance(first, CredentialsRefusedError):
+                self._fatal = first
+
+    # -- phase 4: the work ----------------------------------------------------
+
+    async def _work(self, journal: Journal) -> None:
+        queue: asyncio.Queue[Decision | object] = asyncio.Queue(self.concurrency * 2)
+        workers = [
+            asyncio.create_task(self._worker(queue, journal))
+            for _ in range(self.concurrency)
+        ]
+        watchdog = asyncio.create_task(self._cancel_after_grace(workers))
+        try:
+            await self._produce(queue, journal)
+            for _ in workers:
+                await queue.put(_STOP)
+            await asyncio.gather(*workers, return_exceptions=True)
+        finally:
+            watchdog.cancel()
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(watchdog, *workers, return_exceptions=True)
+
+    async def _produce(
+        self, queue: asyncio.Queue[Decision | object], journal: Journal
+    ) -> None:
+        for row in self.manifest.rows():
+            key = row_key(row.line)
+            if key in self._done or row.line in self.validation.duplicate_of:
+                continue
+            account = self._account_of(row)
+            view = self._accounts[account]
+
+            if self._stop.is_set() or self._fatal is not None:
+                journal.outcome_later(_unattempted(row, account))
+                continue
+            if view.refused is not None:
+                journal.outcome_later(_failed(row, account, view.refused, attempts=0))
+                self._notify(Outcome.FAILED)
+                continue
+
+            found = self._resolved.get(key)
+            if found is not None:
+                outcome = Outcome.RENAMED if row.previous_name else Outcome.CREATED
+                await journal.outcome(_settled(row, account, outcome, found, 0))
+                self._notify(outcome)
+                continue
+
+            decision = decide(row, account, view.namespaces)
+            if decision.action is Action.ADOPT:
+                assert decision.existing is not None
+                journal.outcome_later(
+                    _settled(row, account, Outcome.EXISTING, decision.existing, 0)
+                )
+                self._notify(Outcome.EXISTING)
+            elif decision.action is Action.CONFLICT:
+                journal.outcome_later(_conflict(row, account, decision.reason))
+                self._notify(Outcome.FAILED)
+            else:
+                await queue.put(decision)
+
+    async def _worker(
+        self, queue: asyncio.Queue[Decision | object], journal: Journal
+    ) -> None:
+        while True:
+            item = await queue.get()
+            if item is _STOP:
+                return
+            assert isinstance(item, Decision)
+            if self._stop.is_set() or self._fatal is not None:
+                journal.outcome_later(_unattempted(item.row, item.account_id))
+                continue
+
+            try:
+                record = await self._carry_out(item, journal)
+            except asyncio.CancelledError:
+                journal.outcome_later(
+                    {
+                        **_unattempted(item.row, item.account_id),
+                        "unresolved": True,
+                        "error_message": "stopped while a call was in flight; "
+                        "a rerun looks the name up",
+                    }
+                )
+                raise
+            await journal.outcome(record)
+            self._notify(str(record["outcome"]))
+
+    async def _cancel_after_grace(self, workers: list[asyncio.Task[None]]) -> None:
+        await self._stop.wait()
+        await asyncio.sleep(self.options.grace_s)
+        for task in workers:
+            task.cancel()
+
+    def _notify(self, outcome: str) -> None:
+        if self.options.on_outcome is not None:
+            self.options.on_outcome(outcome)
+
+    # -- one row --------------------------------------------------------------
+
+    async def _carry_out(self, decision: Decision, journal: Journal) -> dict[str, Any]:
+        row, account = decision.row, decision.account_id
+        op = decision.action.value
+        await journal.intent(
+            op=op,
+            key=row_key(row.line),
+            account_id=account,
+            namespace=row.namespace,
+            line=row.line,
+        )
+
+        uncertain = row_key(row.line) in self._uncertain
+        try:
+            if decision.action is Action.CREATE:
+                namespace, attempts, outcome = await self._create(
+                    account, row.namespace, uncertain=uncertain
+                )
+            elif decision.action is Action.RENAME:
+                namespace, attempts, outcome = await self._rename(
+                    decision, uncertain=uncertain
+                )
+            else:
+                namespace, attempts, outcome = await self._update(decision)
+        except (RunInterruptedError, TransientError) as exc:
+            if isinstance(exc, TransientError) and not self._stop.is_set():
+                return self._failure(decision, exc)
+            # Stopped mid-row: the call may have gone out, so the next run
+            # looks the name up before doing anything else with it.
+            return {**_unattempted(row, account), "unresolved": True}
+        except ApiError as exc:
+            return self._failure(decision, exc)
+
+        if (
+            decision.action is not Action.UPDATE
+            and "trusted_workers" in decision.changes
+        ):
+            try:
+                namespace, more = await self._set_trusted(account, row, namespace)
+            except (ApiError, RunInterruptedError) as exc:
+                if isinstance(exc, RunInterruptedError):
+                    exc = TransientError("stopped before trust was set", status=None)
+                # Keep the ID that was made; the next run converges the setting.
+                record = self._failure(decision, exc)
+                record["namespace_id"] = namespace.namespace_id
+                record["created_on"] = namespace.created_on
+                record["error_message"] = (
+                    f"{outcome.value}, but setting trusted_workers failed: "
+                    f"{record['error_message']}"
+                )
+                return record
+            attempts += more
+
+        log.info(
+            f"namespace_{outcome.value}",
+            namespace=row.namespace,
+            namespace_id=namespace.namespace_id,
+            attempts=attempts,
+        )
+        record = _settled(row, account, outcome, namespace, attempts)
+        if decision.changes:
+            record["changes"] = {
+                k: {"from": before, "to": after}
+                for k, (before, after) in decision.changes.items()
+            }
+        return record
+
+    def _failure(self, decision: Decision, exc: ApiError) -> dict[str, Any]:
+        if isinstance(exc, CredentialsRefusedError):
+            self._on_refused(exc)
+        else:
+            log.warning(
+                "namespace_failed",
+                op=decision.action.value,
+                namespace=decision.row.namespace,
+                status=exc.status,
+                code=exc.code,
+                error=exc.message,
+            )
+        return _failed(decision.row, decision.account_id, exc, attempts=0)
+
+    def _on_refused(self, exc: CredentialsRefusedError) -> None:
+        if self._fatal is None:
+            log.error("credentials_refused", status=exc.status, error=exc.message)
+        self._fatal = exc
+        self._stop.set()
+        self.client.halt()
+
+    async def _create(
+        self, account: str, name: str, *, uncertain: bool
+    ) -> tuple[Namespace, int, Outcome]:
+        """Create ``name``; an unknown outcome is settled by a lookup, never a resend.
+
+        ``uncertain`` says an earlier attempt (maybe an earlier run's) may
+        already have created it, so the first thing to do is look.
+        """
+
+        async def attempt() -> tuple[Namespace, Outcome]:
+            nonlocal uncertain
+            if uncertain:
+                found = await self._lookup(account, name)
+                if found is not None:
+                    return found, Outcome.CREATED
+            try:
+                return await self.client.create_namespace(
+                    account, name
+                ), Outcome.CREATED
+            except CredentialsRefusedError:
+                raise
+            except PermanentError:
+                # No documented code says "already exists": look before judging.
+                found = await self._lookup(account, name)
+                if found is None:
+                    raise
+                return found, Outcome.CREATED if uncertain else Outcome.EXISTING
+            except ApiError as exc:
+                uncertain = uncertain or exc.may_have_committed
+                raise
+
+        result = await self.policy.call(
+            attempt, op="create", name=name, idempotent=True
+        )
+        namespace, outcome = result.value
+        return namespace, result.attempts, outcome
+
+    async def _rename(
+        self, decision: Decision, *, uncertain: bool
+    ) -> tuple[Namespace, int, Outcome]:
+        """Rename previous -> new; an unknown outcome is settled by looking both up."""
+        account, new = decision.account_id, decision.row.namespace
+        old = decision.row.previous_name
+        assert old is not None
+
+        async def attempt() -> tuple[Namespace, Outcome]:
+            nonlocal uncertain
+            if uncertain:
+                found = await self._lookup(account, new)
+                if found is not None:
+                    return found, Outcome.RENAMED
+            try:
+                renamed = await self.client.update_namespace(account, old, new_name=new)
+                return renamed, Outcome.RENAMED
+            except CredentialsRefusedError:
+                raise
+            except PermanentError:
+                found = await self._lookup(account, new)
+                if found is None:
+                    raise
+                return found, Outcome.RENAMED if uncertain else Outcome.EXISTING
+            except ApiError as exc:
+                uncertain = uncertain or exc.may_have_committed
+                raise
+
+        result = await self.policy.call(attempt, op="rename", name=new, idempotent=True)
+        namespace, outcome = result.value
+        return namespace, result.attempts, outcome
+
+    async def _update(self, decision: Decision) -> tuple[Namespace, int, Outcome]:
+        account, row = decision.account_id, decision.row
+        namespace, attempts = await self._set_trusted(account, row, decision.existing)
+        return namespace, attempts, Outcome.UPDATED
+
+    async def _set_trusted(
+        self, account: str, row: ManifestRow, current: Namespace | None
+    ) -> tuple[Namespace, int]:
+        """PATCH trusted_workers to the row's value (setting a value is idempotent)."""
+        if row.trusted_workers is None:
+            assert current is not None
+            return current, 0
+        result = await self.policy.call(
+            lambda: self.client.update_namespace(
+                account, row.namespace, trusted_workers=row.trusted_workers
+            ),
+            op="update",
+            name=row.namespace,
+            idempotent=True,
+        )
+        return result.value, result.attempts
+
+    async def _lookup(self, account: str, name: str) -> Namespace | None:
+        """GET one name; None when the account does not hold it."""
+        try:
+            return await self.client.get_namespace(account, name)
+        except NotFoundError:
+            return None
+
+    # -- phase 5: close -----------------------------------------------------
+
+    async def _record_duplicates(self, journal: Journal) -> None:
+        if not self.validation.duplicate_of:
+            return
+        await journal.commit({"type": "checkpoint"})
+        state = read_state(journal.path)
+        assert state is not None
+        with journal.path.open("rb") as handle:
+            for line, first in sorted(self.validation.duplicate_of.items()):
+                offset = state.outcome_offsets.get(row_key(first))
+                if offset is None:
+                    continue
+                original = read_record_at(handle, offset)
+                journal.outcome_later(
+                    {
+                        **{
+                            k: v for k, v in original.items() if k not in ("type", "at")
+                        },
+                        "key": row_key(line),
+                        "line": line,
+                        "attempts": 0,
+                        "duplicate_of": first,
+                    }
+                )
+
+    async def _finish(
+        self, journal: Journal, started_at: str, started_s: float
+    ) -> RunResult:
+        await journal.commit({"type": "checkpoint"})
+        state = read_state(journal.path)
+        assert state is not None
+        counts = count_outcomes(state)
+        exit_code = self._exit_code(counts)
+        summary = {
+            "run_id": journal.run_id,
+            "manifest": str(self.manifest.path),
+            "manifest_sha256": self.validation.sha256,
+            "resumed": self._resumed,
+            "started_at": started_at,
+            "finished_at": utc_now(),
+            "duration_s": round(time.monotonic() - started_s, 3),
+            "rows": sum(counts.values()),
+            "outcomes": counts,
+            "requests_sent": self.client.stats.requests_sent,
+            "retries": self.policy.retries_scheduled,
+            "rate_limited": self.client.stats.rate_limited,
+            "accounts": {
+                account: ("refused" if view.refused else "ok")
+                for account, view in sorted(self._accounts.items())
+            },
+            "exit_code": exit_code,
+        }
+
+        paths = write_report(
+            self.report_dir, journal.path, state, summary, self.validation.columns
+        )
+        if exit_code not in (CredentialsRefusedError.exit_code, 6):
+            # Complete: the next run starts a new journal. A run stopped early
+            # leaves this one open so the next run resumes it.
+            await journal.finish(summary)
+        log.info(
+            "run_finished",
+            exit_code=exit_code,
+            duration_s=summary["duration_s"],
+            requests_sent=summary["requests_sent"],
+            **counts,
+        )
+        return RunResult(exit_code, summary, paths, journal.path)
+
+    def _exit_code(self, counts: dict[str, int]) -> int:
+        if self._fatal is not None:
+            return CredentialsRefusedError.exit_code
+        if self._interrupted:
+            return 6
+        if counts[Outcome.FAILED] or counts[Outcome.INVALID]:
+            return 3
+        return 0
+
+
+def _base(row: ManifestRow, account: str) -> dict[str, Any]:
+    return {
+        "key": row_key(row.line),
+        "line": row.line,
+        "account_id": account,
+        "namespace": row.namespace,
+        "previous_name": row.previous_name,
+        "columns": row.columns(),
+    }
+
+
+def _settled(
+    row: ManifestRow, account: str, outcome: Outcome, ns: Namespace, attempts: int
+) -> dict[str, Any]:
+    return {
+        **_base(row, account),
+        "outcome": outcome,
+        "namespace_id": ns.namespace_id,
+        "created_on": ns.created_on,
+        "attempts": attempts,
+        "error_code": None,
+        "error_message": None,
+    }
+
+
+def _failed(
+    row: ManifestRow, account: str, exc: ApiError, *, attempts: int
+) -> dict[str, Any]:
+    detail = exc.message if exc.status is None else f"HTTP {exc.status}: {exc.message}"
+    return {
+        **_base(row, account),
+        "outcome": Outcome.FAILED,
+        "namespace_id": None,
+        "created_on": None,
+        "attempts": attempts,
+        "error_code": exc.code,
+        "error_message": detail,
+    }
+
+
+def _conflict(row: ManifestRow, account: str, reason: str) -> dict[str, Any]:
+    return {
+        **_base(row, account),
+        "outcome": Outcome.FAILED,
+        "attempts": 0,
+        "error_message": reason,
+    }
+
+
+def _unattempted(row: ManifestRow, account: str) -> dict[str, Any]:
+    return {**_base(row, account), "outcome": Outcome.NOT_ATTEMPTED, "attempts": 0}
