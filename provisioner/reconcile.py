@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from provisioner.models import ManifestRow, Namespace
 from provisioner.names import url_safe
 
-
 # field -> (value now, value wanted)
 Changes = dict[str, tuple[object, object]]
 

@@ -141,7 +141,8 @@ async def test_refused_credentials(client: ApiClient, status: int) -> None:
         with pytest.raises(CredentialsRefusedError) as caught:
             await client.list_namespaces(ACCOUNT)
 
-    assert TOKEN not in repr(caught.value) and TOKEN not in str(caught.value)
+    assert TOKEN not in repr(caught.value)
+    assert TOKEN not in str(caught.value)
 
 
 async def test_429_pauses_the_pacer(client: ApiClient) -> None:
