@@ -196,9 +196,30 @@ def _check_toml(path: Path) -> None:
         raise SettingsError(f"Settings file {path} is not valid TOML: {exc}.") from None
 
 
+def env_name(field: str) -> str:
+    """The environment variable that sets ``field``."""
+    info = Settings.model_fields[field]
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return f"PROVISIONER_{field.upper()}"
+
+
+def _field_of(loc: str) -> str:
+    for name in Settings.model_fields:
+        if loc.lower() in (name, env_name(name).lower()):
+            return name
+    return loc
+
+
 def _describe(exc: ValidationError) -> str:
     sentences = []
     for error in exc.errors(include_input=False, include_url=False):
-        field = ".".join(str(part) for part in error["loc"]) or "settings"
-        sentences.append(f"Setting {field}: {error['msg']}.")
+        loc = ".".join(str(part) for part in error["loc"]) or "settings"
+        field = _field_of(loc)
+        where = (
+            f"{field} ({env_name(field)})" if field in Settings.model_fields else loc
+        )
+        message = str(error["msg"]).removeprefix("Value error, ")
+        sentences.append(f"Setting {where}: {message}.")
     return " ".join(sentences)
