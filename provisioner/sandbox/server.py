@@ -191,10 +191,10 @@ def banner(server: SandboxServer) -> str:
     token = config.token if config.token == DEFAULT_TOKEN else "<your --token>"
     api_key = config.api_key if config.api_key == DEFAULT_API_KEY else "<your --key>"
     return (
-        f"Sandbox API at {server.base_url} for account {config.accounts[0]}: "
-        f"use CLOUDFLARE_API_TOKEN={token} (or X-Auth-Email {config.email} with "
-        f"X-Auth-Key {api_key}); stats at {server.root_url}{STATS_PATH}; "
-        "Ctrl-C stops it."
+        f"Sandbox serving: CLOUDFLARE_BASE_URL={server.base_url} "
+        f"CLOUDFLARE_ACCOUNT_ID={config.accounts[0]} CLOUDFLARE_API_TOKEN={token} "
+        f"(or X-Auth-Email {config.email} with X-Auth-Key {api_key}); "
+        f"stats at {server.root_url}{STATS_PATH}; Ctrl-C stops it."
     )
 
 
