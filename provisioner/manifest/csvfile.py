@@ -1,0 +1,259 @@
+"""Reading a CSV manifest as a stream of rows, one physical line at a time.
+
+The file is read line by line in binary and each line decoded on its own, so a
+byte that is not UTF-8 is reported with its line, and memory holds one record
+at a time whatever the file's size. The header is the first non-blank line; its
+names are trimmed and case-folded. Without an explicit delimiter, the one among
+comma, semicolon and tab that splits the header into the most columns, one of
+them ``namespace``, is used. A record's line is the physical line where it
+starts (a quoted value may hold line breaks).
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from provisioner.manifest.fields import build_row
+from provisioner.manifest.model import (
+    Blank,
+    Cell,
+    Entry,
+    Header,
+    Refused,
+    ScanContext,
+    ScanItem,
+)
+from provisioner.manifest.text import (
+    UTF8_BOM,
+    check_start,
+    refuse_nul,
+    refuse_undecodable,
+)
+
+DELIMITERS = (",", ";", "\t")
+_DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab"}
+
+
+class _Lines:
+    """The file's physical lines as text, counted, hashed and checked."""
+
+    def __init__(self, handle: BinaryIO, ctx: ScanContext) -> None:
+        self._handle = handle
+        self._ctx = ctx
+        self.line_no = 0
+        self.bytes_read = 0
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        limits = self._ctx.limits
+        raw = self._handle.readline(limits.max_line_bytes + 1)
+        if not raw:
+            raise StopIteration
+        self.line_no += 1
+        self.bytes_read += len(raw)
+        self._ctx.digest.update(raw)
+
+        if len(raw) > limits.max_line_bytes:
+            raise Refused(
+                self._ctx.problem(
+                    self.line_no,
+                    None,
+                    f"Line {self.line_no} is longer than {limits.max_line_bytes:,} "
+                    "bytes (limits.max_line_bytes); is this really a CSV manifest?",
+                    "too-long",
+                )
+            )
+        if self.bytes_read > limits.max_file_bytes:
+            raise _too_big(self._ctx, self.bytes_read)
+        if self.line_no == 1:
+            check_start(self._ctx, raw[:4])
+            raw = raw.removeprefix(UTF8_BOM)
+        if b"\x00" in raw:
+            raise refuse_nul(self._ctx, self.line_no)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise refuse_undecodable(self._ctx, self.line_no, raw, exc) from None
+
+
+def _too_big(ctx: ScanContext, size_bytes: int) -> Refused:
+    limit = ctx.limits.max_file_bytes
+    return Refused(
+        ctx.problem(
+            None,
+            None,
+            f"The file is {size_bytes:,} bytes, over the limit of {limit:,} "
+            "(limits.max_file_bytes); split it into several manifests.",
+            "too-big",
+        )
+    )
+
+
+def sniff_delimiter(header_line: str) -> str:
+    """The delimiter that best splits a header line holding ``namespace``."""
+    best, best_score = DELIMITERS[0], (False, 1)
+    for candidate in DELIMITERS:
+        fields = next(csv.reader([header_line], delimiter=candidate), [])
+        names = {name.strip().casefold() for name in fields}
+        score = ("namespace" in names, len(fields))
+        if score > best_score:
+            best, best_score = candidate, score
+
+    return best
+
+
+def _csv_error(ctx: ScanContext, line: int, error: csv.Error) -> Refused:
+    """A csv module error as a sentence that says where to look."""
+    text = str(error)
+    if "field larger than field limit" in text:
+        message = (
+            f"A value starting on line {line} is longer than "
+            f"{csv.field_size_limit():,} characters; a double quote that is never "
+            f"closed makes the rest of the file one value, so check the quotes "
+            f"from line {line} on."
+        )
+    elif "unexpected end of data" in text:
+        message = (
+            f"The file ends inside a quoted value that starts on line {line}; "
+            "close the double quote."
+        )
+    elif "expected after" in text:
+        message = (
+            f"The record starting on line {line} has text right after a closing "
+            'double quote; a quote inside a quoted value is written twice ("").'
+        )
+    elif "new-line character" in text:
+        message = (
+            f"The record starting on line {line} holds a carriage return that "
+            "does not end a line; save the file with ordinary line endings."
+        )
+    else:
+        message = f"The record starting on line {line} is not valid CSV ({text})."
+
+    return Refused(ctx.problem(line, None, message, "csv-syntax"))
+
+
+def _header_columns(
+    ctx: ScanContext, line: int, header: list[str], delimiter: str
+) -> list[str]:
+    """Trimmed, case-folded column names; refuses unusable headers."""
+    columns = [name.strip().casefold() for name in header]
+    problems = []
+    first_column: dict[str, int] = {}
+    for number, name in enumerate(columns, start=1):
+        if name == "":
+            problems.append(
+                ctx.problem(
+                    line,
+                    None,
+                    f"Column {number} of the header has no name; name it, or remove "
+                    "the separator that makes it.",
+                    "header",
+                )
+            )
+        elif name in first_column:
+            problems.append(
+                ctx.problem(
+                    line,
+                    name,
+                    f"The header names column {name!r} twice (columns "
+                    f"{first_column[name]} and {number}); keep one.",
+                    "repeated-column",
+                )
+            )
+        else:
+            first_column[name] = number
+
+    if "namespace" not in first_column:
+        found = ", ".join(repr(name) for name in columns)
+        hint = ""
+        others = [d for d in DELIMITERS if d != delimiter and d in "".join(header)]
+        if len(columns) == 1 and others:
+            hint = (
+                f" The header reads as one column split by "
+                f"{_DELIMITER_NAMES.get(delimiter, repr(delimiter))}; is the file "
+                f"separated by {_DELIMITER_NAMES[others[0]]}s?"
+            )
+        problems.append(
+            ctx.problem(
+                line,
+                "namespace",
+                f"The header has no namespace column (found {found}); add one "
+                f"holding each row's namespace name.{hint}",
+                "missing-column",
+            )
+        )
+    if problems:
+        raise Refused(*problems)
+    return columns
+
+
+def _field_count_message(line: int, found: int, expected: int, sep: str) -> str:
+    if found > expected:
+        fix = (
+            f"a value holding {sep!r} must be in double quotes, and extra "
+            "separators at the end must go"
+        )
+    else:
+        fix = "add the missing separators (an empty value is allowed)"
+
+    return (
+        f"Line {line} has {found} value{'s' if found != 1 else ''} but the header "
+        f"has {expected} columns; "
+        f"{fix}. The row is not used."
+    )
+
+
+def scan_csv(handle: BinaryIO, ctx: ScanContext) -> Iterator[ScanItem]:
+    """Yield the header, then each record as an Entry or a Blank."""
+    lines = _Lines(handle, ctx)
+    first = next((text for text in lines if text.strip()), None)
+    if first is None:
+        raise Refused(
+            ctx.problem(
+                None,
+                None,
+                "The file is empty; a CSV manifest starts with a header line such "
+                "as 'namespace,tenant_id'.",
+                "empty",
+            )
+        )
+    header_line = lines.line_no
+    delimiter = ctx.delimiter or sniff_delimiter(first)
+    reader = csv.reader(
+        itertools.chain([first], lines), delimiter=delimiter, strict=True
+    )
+    try:
+        header = next(reader)
+    except csv.Error as exc:
+        raise _csv_error(ctx, header_line, exc) from None
+    columns = _header_columns(ctx, header_line, header, delimiter)
+    yield Header(columns)
+
+    while True:
+        line = lines.line_no + 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise _csv_error(ctx, line, exc) from None
+
+        if not any(value.strip() for value in record):
+            yield Blank(line)
+        elif len(record) != len(columns):
+            message = _field_count_message(line, len(record), len(columns), delimiter)
+            problem = ctx.problem(line, None, message, "field-count")
+            yield Entry(line, None, None, [problem])
+        else:
+            cells = {
+                name: Cell(value, line)
+                for name, value in zip(columns, record, strict=True)
+            }
+            row, problems = build_row(ctx, line, cells)
+            yield Entry(line, cells, row, problems)

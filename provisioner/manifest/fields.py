@@ -1,0 +1,206 @@
+"""Rules for the values of one row, the same for CSV and YAML.
+
+Empty means absent: an empty optional value leaves the setting as it is and an
+empty extra column is left out of ``ManifestRow.extra``. Nothing is trimmed,
+lowercased or otherwise fixed on the user's behalf; each message says what to
+change instead.
+"""
+
+from __future__ import annotations
+
+import re
+
+from provisioner.errors import Problem
+from provisioner.manifest.model import Cell, ScanContext
+from provisioner.models import ManifestRow
+
+KNOWN_COLUMNS = (
+    "namespace",
+    "tenant_id",
+    "account_id",
+    "trusted_workers",
+    "previous_name",
+)
+_ACCOUNT_ID = re.compile(r"[0-9a-f]{32}")
+_HEX = re.compile(r"[0-9a-fA-F]+")
+_BOOLEANS = {"true": True, "false": False}
+_YAML_BOOLEAN_WORDS = frozenset(
+    {"yes", "no", "on", "off", "y", "n", "1", "0", "t", "f"}
+)
+
+
+def _sentence(text: str) -> str:
+    """Close a message with a full stop (field names open some, lowercase)."""
+    return text if text.endswith(".") else text + "."
+
+
+class _RowCheck:
+    """Collects the problems of one row while its fields are read."""
+
+    def __init__(self, ctx: ScanContext, line: int, cells: dict[str, Cell]):
+        self.ctx = ctx
+        self.line = line
+        self.cells = cells
+        self.problems: list[Problem] = []
+
+    def error(self, cell: Cell | None, name: str, message: str, code: str) -> None:
+        line = self.line if cell is None else cell.line
+        self.problems.append(self.ctx.problem(line, name, _sentence(message), code))
+
+    def warning(self, cell: Cell, name: str, message: str, code: str) -> None:
+        self.problems.append(
+            self.ctx.problem(cell.line, name, _sentence(message), code, "warning")
+        )
+
+    def text(self, name: str) -> str | None:
+        """The value of column ``name`` as text, or None when empty or unusable."""
+        cell = self.cells.get(name)
+        if cell is None or cell.text == "":
+            return None
+        if cell.not_text is not None:
+            self.error(
+                cell,
+                name,
+                f"{name} {cell.text!r} is not text: {cell.not_text}; put it in "
+                f'quotes ({name}: "{cell.text}") so that every parser reads the '
+                "same string",
+                "not-text",
+            )
+            return None
+
+        return cell.text
+
+    def name(self, name: str) -> str | None:
+        """A namespace name, checked against the name policy."""
+        value = self.text(name)
+        if value is None:
+            return None
+        problems = self.ctx.policy.problems(value)
+        for message in problems:
+            self.error(self.cells[name], name, message, "name")
+
+        return None if problems else value
+
+    def account_id(self) -> str | None:
+        value = self.text("account_id")
+        if value is None or _ACCOUNT_ID.fullmatch(value):
+            return value
+
+        cell = self.cells["account_id"]
+        if _ACCOUNT_ID.fullmatch(value.lower()):
+            advice = (
+                f"it has uppercase letters; write it in lowercase: {value.lower()!r}"
+            )
+        elif _HEX.fullmatch(value):
+            advice = (
+                f"it has {len(value)} hexadecimal characters where an account id "
+                "has 32; copy it again from the dashboard URL"
+            )
+        else:
+            advice = (
+                "an account id is 32 lowercase hexadecimal characters (0-9, a-f), "
+                "as in the dashboard URL"
+            )
+        self.error(
+            cell,
+            "account_id",
+            f"account_id {value!r} is not an account id: {advice}",
+            "account-id",
+        )
+        return None
+
+    def trusted_workers(self) -> bool | None:
+        cell = self.cells.get("trusted_workers")
+        if cell is None or cell.text == "":
+            return None
+        if cell.text in _BOOLEANS:
+            return _BOOLEANS[cell.text]
+
+        value = cell.text
+        if value.lower() in _BOOLEANS:
+            advice = f"write it in lowercase: {value.lower()}"
+        elif value.lower() in _YAML_BOOLEAN_WORDS:
+            advice = (
+                "write true or false; words such as yes, on or 1 are refused "
+                "because YAML 1.1 and YAML 1.2 read them differently"
+            )
+        else:
+            advice = "write true or false, or leave it empty to keep the setting"
+        self.error(
+            cell,
+            "trusted_workers",
+            f"trusted_workers {value!r} is not true or false: {advice}",
+            "boolean",
+        )
+        return None
+
+    def check_lengths(self) -> set[str]:
+        """Flag values over the length limit; returns the columns concerned."""
+        limit = self.ctx.limits.max_field_chars
+        too_long = set()
+        for name, cell in self.cells.items():
+            if len(cell.text) > limit:
+                too_long.add(name)
+                self.error(
+                    cell,
+                    name,
+                    f"The value of {name} is {len(cell.text):,} characters long, "
+                    f"over the limit of {limit:,} (limits.max_field_chars); a "
+                    "double quote left open makes the following lines one value, "
+                    "so check the quotes",
+                    "too-long",
+                )
+
+        return too_long
+
+
+def build_row(
+    ctx: ScanContext, line: int, cells: dict[str, Cell]
+) -> tuple[ManifestRow | None, list[Problem]]:
+    """Check one row's values; the row is None when any problem is an error."""
+    check = _RowCheck(ctx, line, cells)
+    too_long = check.check_lengths()
+    check.cells = {k: v for k, v in cells.items() if k not in too_long}
+
+    known_problems = len(check.problems)
+    namespace = check.name("namespace")
+    unexplained = len(check.problems) == known_problems and "namespace" not in too_long
+    if namespace is None and unexplained:
+        absent = "namespace" not in cells
+        check.error(
+            cells.get("namespace"),
+            "namespace",
+            f"{'the row has no namespace' if absent else 'namespace is empty'}; "
+            "every row needs the name of its namespace",
+            "missing-namespace",
+        )
+    tenant_id = check.text("tenant_id")
+    account_id = check.account_id()
+    trusted_workers = check.trusted_workers()
+    previous_name = check.name("previous_name")
+    if previous_name is not None and previous_name == namespace:
+        check.warning(
+            cells["previous_name"],
+            "previous_name",
+            f"previous_name {previous_name!r} is the namespace itself, so there is "
+            "nothing to rename; leave previous_name empty",
+            "rename-to-self",
+        )
+    extra = {
+        name: cell.text
+        for name, cell in check.cells.items()
+        if name not in KNOWN_COLUMNS and cell.text != ""
+    }
+
+    if any(p.severity == "error" for p in check.problems) or namespace is None:
+        return None, check.problems
+    row = ManifestRow(
+        line=line,
+        namespace=namespace,
+        tenant_id=tenant_id,
+        account_id=account_id,
+        trusted_workers=trusted_workers,
+        previous_name=previous_name,
+        extra=extra,
+    )
+    return row, check.problems

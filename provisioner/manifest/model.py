@@ -1,0 +1,164 @@
+"""Data shared by the manifest readers: limits, the validation result, scan items.
+
+A reader (``csvfile``, ``yamlfile``) turns a file into a stream of scan items:
+``Header`` (CSV column names), ``Blank`` (a skipped empty row), ``Entry`` (one
+data row, parsed and checked on its own) and ``Problem`` (something wrong with
+the file as a whole that does not stop the scan). A problem that does stop it is
+raised as ``Refused``. ``reader.Manifest`` folds the stream into a
+``Validation`` or yields the rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from provisioner.errors import Problem
+from provisioner.models import ManifestRow
+from provisioner.names import NamePolicy
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ManifestLimits:
+    """Caps that keep a broken or hostile manifest from exhausting the host.
+
+    ``max_yaml_aliases`` counts the nodes that aliases stand for: an alias to a
+    scalar counts 1, an alias to a list of n scalars counts n + 1. An alias bomb
+    (aliases of lists of aliases) is refused while it is still small on disk.
+    Values longer than the csv module's own limit (131,072 characters) are
+    refused whatever ``max_field_chars`` says.
+    """
+
+    max_file_bytes: int = 512 * MIB
+    max_rows: int = 2_000_000
+    max_field_chars: int = 4096
+    max_line_bytes: int = 1 * MIB
+    max_yaml_bytes: int = 64 * MIB
+    max_yaml_depth: int = 16
+    max_yaml_aliases: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"ManifestLimits.{name} must be a positive integer")
+
+
+@dataclass
+class Validation:
+    """Everything one pass over a manifest found, ready to print or to act on.
+
+    ``problems`` are in line order. A row's problems carry the row's line (the
+    line where it starts, as in ``ManifestRow.line``, and as in
+    ``invalid_lines``); when a YAML field sits further down its entry, the
+    message starts with that field's line. ``row_problems`` groups them by row.
+    """
+
+    problems: list[Problem] = field(default_factory=list)
+    rows_total: int = 0
+    blank_rows_skipped: int = 0
+    invalid_lines: set[int] = field(default_factory=set)
+    duplicate_of: dict[int, int] = field(default_factory=dict)
+    columns: list[str] = field(default_factory=list)
+    sha256: str = ""
+    row_problems: dict[int, list[Problem]] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> list[Problem]:
+        """The problems that make a row (or the file) unusable."""
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        """The problems that change nothing but deserve a look."""
+        return [p for p in self.problems if p.severity != "error"]
+
+    @property
+    def ok(self) -> bool:
+        """Whether the manifest has no errors at all."""
+        return not self.errors
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form (sets become sorted lists)."""
+        out = asdict(self)
+        out["invalid_lines"] = sorted(self.invalid_lines)
+
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One value as written in the file.
+
+    ``not_text`` is set for a YAML scalar written without quotes that a YAML 1.1
+    or 1.2 parser reads as something other than a string, and says how.
+    """
+
+    text: str
+    line: int
+    not_text: str | None = None
+
+
+@dataclass(slots=True)
+class Entry:
+    """One data row: its values, the row built from them, and its problems.
+
+    ``cells`` is None when the row could not even be split into fields; ``row``
+    is None when any problem of the row is an error.
+    """
+
+    line: int
+    cells: dict[str, Cell] | None
+    row: ManifestRow | None
+    problems: list[Problem]
+
+
+@dataclass(frozen=True, slots=True)
+class Blank:
+    """A row with no values, skipped and counted."""
+
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """The column names of a CSV file, trimmed and case-folded, in file order."""
+
+    columns: list[str]
+
+
+ScanItem = Entry | Blank | Header | Problem
+
+
+class Refused(Exception):
+    """The scan cannot go on; carries the problems that say why."""
+
+    def __init__(self, *problems: Problem) -> None:
+        super().__init__(problems[0].message)
+        self.problems = list(problems)
+
+
+@dataclass
+class ScanContext:
+    """What a reader needs, and what it reports back besides the items."""
+
+    file: str
+    policy: NamePolicy
+    limits: ManifestLimits
+    delimiter: str | None = None
+    digest: Any = field(default_factory=hashlib.sha256)
+    # (size, modification time) when the file was opened, to notice a change.
+    stamp: tuple[int, int] | None = None
+
+    def problem(
+        self,
+        line: int | None,
+        field_name: str | None,
+        message: str,
+        code: str,
+        severity: str = "error",
+    ) -> Problem:
+        """A Problem located in this file."""
+        return Problem(self.file, line, field_name, message, severity, code)

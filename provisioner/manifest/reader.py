@@ -1,0 +1,288 @@
+"""The Manifest: one file of tenant rows, validated in one pass, then streamed."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from provisioner.errors import ManifestError, Problem
+from provisioner.manifest.csvfile import scan_csv
+from provisioner.manifest.duplicates import DuplicateTracker
+from provisioner.manifest.fields import KNOWN_COLUMNS
+from provisioner.manifest.model import (
+    Blank,
+    Entry,
+    Header,
+    ManifestLimits,
+    Refused,
+    ScanContext,
+    ScanItem,
+    Validation,
+)
+from provisioner.manifest.yamlfile import scan_yaml
+from provisioner.models import ManifestRow
+from provisioner.names import NamePolicy
+
+FORMATS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".yaml": "yaml", ".yml": "yaml"}
+DEFAULT_POLICY = NamePolicy()
+DEFAULT_LIMITS = ManifestLimits()
+
+
+def _line_key(problem: Problem) -> int:
+    return problem.line or 0
+
+
+def _refusal(problems: list[Problem]) -> ManifestError:
+    """The exception for a manifest that cannot be used, holding every problem."""
+    problems = sorted(problems, key=_line_key)
+    fatal = [p for p in problems if p.severity == "error"]
+    first = (fatal or problems)[0]
+    more = len(problems) - 1
+
+    message = first.render()
+    if more:
+        message += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return ManifestError(message, problems)
+
+
+class _Collector:
+    """Folds scan items into a Validation."""
+
+    def __init__(self, file: str, limits: ManifestLimits) -> None:
+        self.file = file
+        self.limits = limits
+        self.validation = Validation()
+        self.file_problems: list[Problem] = []
+        self.row_problems: list[tuple[int, Problem]] = []
+        self.tracker = DuplicateTracker(file)
+        self.columns: dict[str, None] = {"namespace": None}
+
+    def add(self, item: ScanItem) -> None:
+        if isinstance(item, Entry):
+            self._add_entry(item)
+        elif isinstance(item, Blank):
+            self.validation.blank_rows_skipped += 1
+        elif isinstance(item, Header):
+            self.columns.update(dict.fromkeys(item.columns))
+        else:
+            self.file_problems.append(item)
+
+    def _add_entry(self, entry: Entry) -> None:
+        self.validation.rows_total += 1
+        if self.validation.rows_total > self.limits.max_rows:
+            raise Refused(
+                Problem(
+                    self.file,
+                    entry.line,
+                    None,
+                    f"The manifest has more than {self.limits.max_rows:,} rows "
+                    "(limits.max_rows); split it into several manifests.",
+                    code="too-many-rows",
+                )
+            )
+        self.row_problems.extend((entry.line, p) for p in entry.problems)
+        if entry.cells is not None:
+            self.tracker.add(entry.line, entry.cells)
+            self.columns.update(dict.fromkeys(entry.cells))
+
+    def problems(self) -> list[Problem]:
+        """Every problem so far, in line order."""
+        rows = [p for _, p in self.row_problems]
+        return sorted(self.file_problems + rows, key=_line_key)
+
+    def finish(self, sha256: str) -> Validation:
+        found, duplicate_of = self.tracker.finish()
+        self.row_problems.extend(found)
+        validation = self.validation
+        for line, problem in self.row_problems:
+            validation.row_problems.setdefault(line, []).append(problem)
+            if problem.severity == "error":
+                validation.invalid_lines.add(line)
+        for problems in validation.row_problems.values():
+            problems.sort(key=_line_key)
+
+        if validation.rows_total == 0:
+            self.file_problems.append(
+                Problem(
+                    self.file,
+                    None,
+                    None,
+                    "The manifest lists no tenants.",
+                    "warning",
+                    "no-rows",
+                )
+            )
+        validation.problems = self.problems()
+        validation.duplicate_of = duplicate_of
+        known = [c for c in KNOWN_COLUMNS if c in self.columns]
+        validation.columns = known + [c for c in self.columns if c not in known]
+        validation.sha256 = sha256
+        return validation
+
+
+class Manifest:
+    """A manifest file: ``validate()`` once, then ``rows()`` as often as needed.
+
+    The format comes from the extension: ``.csv``, ``.tsv`` or ``.txt`` for CSV
+    (delimiter sniffed from the header unless given), ``.yaml`` or ``.yml`` for
+    YAML. Any other extension raises ManifestError at once.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        policy: NamePolicy = DEFAULT_POLICY,
+        limits: ManifestLimits = DEFAULT_LIMITS,
+        delimiter: str | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.file = str(path)
+        self.policy = policy
+        self.limits = limits
+        self.delimiter = delimiter
+        self._validation: Validation | None = None
+        self._stamp: tuple[int, int] | None = None
+
+        fmt = FORMATS.get(self.path.suffix.lower())
+        if fmt is None:
+            raise _refusal(
+                [
+                    Problem(
+                        self.file,
+                        None,
+                        None,
+                        f"The extension {self.path.suffix or '(none)'!r} says "
+                        "nothing about the format; name the file .csv (or .tsv) "
+                        "for CSV, or .yaml for YAML.",
+                        code="format",
+                    )
+                ]
+            )
+        self.format: str = fmt
+        if delimiter is not None and (
+            len(delimiter) != 1 or delimiter in '"\r\n' or delimiter.isalnum()
+        ):
+            raise _refusal(
+                [
+                    Problem(
+                        self.file,
+                        None,
+                        None,
+                        f"The delimiter {delimiter!r} cannot separate CSV values; "
+                        "give one character such as ',', ';' or a tab.",
+                        code="delimiter",
+                    )
+                ]
+            )
+
+    @property
+    def validation(self) -> Validation | None:
+        """The result of the last ``validate()``, if any."""
+        return self._validation
+
+    def _context(self) -> ScanContext:
+        return ScanContext(self.file, self.policy, self.limits, self.delimiter)
+
+    def _scan(
+        self, ctx: ScanContext, expect_stamp: tuple[int, int] | None = None
+    ) -> Iterator[ScanItem]:
+        """Open the file and yield its scan items; problems arrive as Refused."""
+        try:
+            handle = self.path.open("rb")
+        except OSError as exc:
+            raise Refused(
+                ctx.problem(
+                    None,
+                    None,
+                    f"The file cannot be read ({exc.strerror or exc}); check the "
+                    "path and its permissions.",
+                    "unreadable",
+                )
+            ) from None
+
+        with handle:
+            stat = os.fstat(handle.fileno())
+            ctx.stamp = (stat.st_size, stat.st_mtime_ns)
+            if expect_stamp is not None and ctx.stamp != expect_stamp:
+                raise Refused(_changed(ctx))
+            if stat.st_size > self.limits.max_file_bytes:
+                raise Refused(
+                    ctx.problem(
+                        None,
+                        None,
+                        f"The file is {stat.st_size:,} bytes, over the limit of "
+                        f"{self.limits.max_file_bytes:,} (limits.max_file_bytes); "
+                        "split it into several manifests.",
+                        "too-big",
+                    )
+                )
+            scan = scan_csv if self.format == "csv" else scan_yaml
+            try:
+                yield from scan(handle, ctx)
+            except OSError as exc:
+                raise Refused(
+                    ctx.problem(
+                        None,
+                        None,
+                        f"Reading the file failed ({exc.strerror or exc}).",
+                        "unreadable",
+                    )
+                ) from None
+
+    def validate(self) -> Validation:
+        """Check the whole file in one pass and report every problem found.
+
+        Row problems are returned, never raised. Raises ManifestError when the
+        file as a whole cannot be used (unreadable, not UTF-8, too big, no
+        namespace column, YAML not a list, …); its ``problems`` hold that
+        reason and every row problem found before it.
+        """
+        ctx = self._context()
+        collector = _Collector(self.file, self.limits)
+
+        try:
+            for item in self._scan(ctx):
+                collector.add(item)
+        except Refused as exc:
+            raise _refusal(collector.problems() + exc.problems) from None
+        validation = collector.finish(ctx.digest.hexdigest())
+
+        if any(p.severity == "error" for p in collector.file_problems):
+            raise _refusal(validation.problems)
+        self._validation = validation
+        self._stamp = ctx.stamp
+        return validation
+
+    def rows(self) -> Iterator[ManifestRow]:
+        """Stream the rows without errors, reading the file again on each call.
+
+        Exact repeats are included (``Validation.duplicate_of`` says which);
+        rows in ``Validation.invalid_lines`` are not. Validates first if that
+        has not been done. Raises ManifestError if the file has changed since
+        it was validated.
+        """
+        validation = self._validation or self.validate()
+        ctx = self._context()
+
+        try:
+            for item in self._scan(ctx, expect_stamp=self._stamp):
+                if not isinstance(item, Entry) or item.row is None:
+                    continue
+                if item.line not in validation.invalid_lines:
+                    yield item.row
+        except Refused as exc:
+            raise _refusal(exc.problems) from None
+
+        if ctx.digest.hexdigest() != validation.sha256:
+            raise _refusal([_changed(ctx)])
+
+
+def _changed(ctx: ScanContext) -> Problem:
+    return ctx.problem(
+        None,
+        None,
+        "The file changed after it was validated; validate it again before use.",
+        "changed",
+    )
