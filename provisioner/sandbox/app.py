@@ -205,16 +205,15 @@ class Sandbox:
                 return _with_headers(throttled, headers), 429
 
         refusal = self._refuse(request, credential)
-        if refusal is None:
-            fault = self._choose_fault(request)
-            response = await self._serve(request, handler, fault, headers)
-            if response is None:
-                return _drop(request), "closed"
-            if fault is FaultKind.TRUNCATED:
-                return response, "truncated"
-        else:
-            response = refusal
+        if refusal is not None:
+            return _with_headers(refusal, headers), refusal.status
 
+        fault = self._choose_fault(request)
+        response = await self._serve(request, handler, fault, headers)
+        if response is None:
+            return _drop(request), "closed"
+        if fault is FaultKind.TRUNCATED:
+            return response, "truncated"
         return _with_headers(response, headers), response.status
 
     def _refuse(
@@ -230,6 +229,7 @@ class Sandbox:
                 self.stats_counters.auth_failures += 1
                 return failure(401, CODE_INVALID_TOKEN, "Invalid access token")
         elif credential.scheme == "key":
+            # "&", not "and": both compared, so timing never tells which was wrong.
             accepted = _same(credential.email, config.email) & _same(
                 credential.api_key, config.api_key
             )

@@ -113,6 +113,7 @@ class SandboxServer:
             raise
         self._runner = runner
         self._port = int(runner.addresses[0][1])
+        self._sandbox.closing.clear()
 
         log.info(
             "sandbox_started",
