@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import uuid
 from typing import Any
@@ -202,6 +203,29 @@ async def test_names_round_trip_through_percent_encoding(
     assert got["result"]["namespace_name"] == name
     assert (patched_status, deleted_status) == (200, 200)
     assert sandbox.store.total() == 0
+
+
+async def test_random_names_round_trip(
+    make_sandbox: MakeSandbox, http: aiohttp.ClientSession
+) -> None:
+    """Seeded random names of control, Latin, CJK and emoji characters round-trip."""
+    server = await make_sandbox(quota=0)
+    draw = random.Random(1)
+    alphabet = [chr(c) for c in range(1, 0x250)] + ["名", "😀", "\u200b", "\ufeff"]
+    names = {
+        "".join(draw.choice(alphabet) for _ in range(draw.randint(1, 8)))
+        for _ in range(150)
+    }
+
+    mismatches = []
+    for name in sorted(names):
+        await call(http, "POST", namespaces_url(server), json={"name": name})
+        status, got = await call(http, "GET", namespaces_url(server, name))
+        if status != 200 or got["result"]["namespace_name"] != name:
+            mismatches.append((name, status))
+
+    assert mismatches == []
+    assert server.store.total() == len(names)
 
 
 @pytest.mark.parametrize("headers", [TOKEN_HEADERS, KEY_HEADERS])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import aiohttp
@@ -219,3 +220,24 @@ async def test_unlimited_quota_sends_no_ratelimit_headers(
 
     assert set(statuses) == {200}
     assert server.stats()["lockouts"] == 0
+
+
+async def test_a_concurrent_burst_gets_exactly_the_quota(
+    make_sandbox: MakeSandbox, http: aiohttp.ClientSession
+) -> None:
+    """Of a burst of concurrent creates, exactly quota commit and the rest get 429."""
+    server = await make_sandbox(quota=200)
+
+    async def create(index: int) -> int:
+        async with http.post(
+            namespaces_url(server), headers=TOKEN_HEADERS, json={"name": f"n{index}"}
+        ) as response:
+            return response.status
+
+    statuses = await asyncio.gather(*(create(index) for index in range(260)))
+
+    assert (statuses.count(200), statuses.count(429)) == (200, 60)
+    stats = server.stats()
+    assert (stats["creates_committed"], stats["namespaces"]) == (200, 200)
+    assert (stats["lockouts"], stats["rate_limited"]) == (1, 60)
+    assert stats["max_requests_in_window"] == 200

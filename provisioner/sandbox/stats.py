@@ -15,6 +15,8 @@ class SandboxStats:
 
     ``requests_by_method_status`` keys are ``"POST 200"``; an answer that never
     arrived whole is counted as ``"POST closed"`` or ``"GET truncated"``.
+    ``in_flight`` counts requests inside the pipeline at once: handlers never
+    wait, so only answers held back by a delay fault overlap.
     """
 
     requests_by_method_status: Counter[str] = field(default_factory=Counter)
