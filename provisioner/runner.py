@@ -20,6 +20,7 @@ again only when the name is absent.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -117,7 +118,7 @@ class Runner:
         self._interrupted = False
         self._accounts: dict[str, AccountView] = {}
         self._done: set[str] = set()
-        self._uncertain: set[str] = set()
+        self._uncertain: dict[str, str] = {}  # key -> op of its open intent
         self._resolved: dict[str, Namespace] = {}
         self._journal: Journal | None = None
         self._resumed = False
@@ -249,13 +250,20 @@ class Runner:
         for key, intent in state.open_intents.items():
             if key in self._done:
                 continue
-            self._uncertain.add(key)
-            if self._stop.is_set() or intent.get("op") not in ("create", "rename"):
+            op = str(intent.get("op"))
+            self._uncertain[key] = op
+            if self._stop.is_set() or op not in ("create", "rename"):
                 continue
             account = str(intent.get("account_id"))
             name = str(intent.get("namespace"))
             try:
-                found = await self._lookup(account, name)
+                looked_up = await self.policy.call(
+                    functools.partial(self._lookup, account, name),
+                    op="lookup",
+                    name=name,
+                    idempotent=True,
+                )
+                found = looked_up.value
             except ApiError as exc:
                 log.warning("intent_unresolved", namespace=name, error=str(exc))
                 continue
@@ -322,15 +330,27 @@ class Runner:
             decision = decide(row, account, view.namespaces)
             if decision.action is Action.ADOPT:
                 assert decision.existing is not None
-                journal.outcome_later(
-                    _settled(row, account, Outcome.EXISTING, decision.existing, 0)
-                )
-                self._notify(Outcome.EXISTING)
+                outcome = self._adopted_outcome(key)
+                record = _settled(row, account, outcome, decision.existing, 0)
+                if outcome is Outcome.EXISTING:
+                    journal.outcome_later(record)
+                else:
+                    await journal.outcome(record)
+                self._notify(outcome)
             elif decision.action is Action.CONFLICT:
                 journal.outcome_later(_conflict(row, account, decision.reason))
                 self._notify(Outcome.FAILED)
             else:
                 await queue.put(decision)
+
+    def _adopted_outcome(self, key: str) -> Outcome:
+        """A name found in the LIST is ours if an earlier run's call made it."""
+        op = self._uncertain.get(key)
+        if op == "create":
+            return Outcome.CREATED
+        if op == "rename":
+            return Outcome.RENAMED
+        return Outcome.EXISTING
 
     async def _worker(
         self, queue: asyncio.Queue[Decision | object], journal: Journal
