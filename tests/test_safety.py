@@ -16,10 +16,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-
 from cli_helpers import read_report, run_cli, sandbox_env, write_csv_manifest
-from provisioner.sandbox import FaultRates, SandboxServer
 from sandbox_fixtures import ACCOUNT, TOKEN_HEADERS, MakeSandbox, namespaces_url
+
+from provisioner.sandbox import FaultRates, SandboxServer
 
 FAST_RETRIES = {
     "PROVISIONER_RETRY_BACKOFF_INITIAL_S": "0.02",
