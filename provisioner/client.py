@@ -73,6 +73,11 @@ class ApiClient:
         self._halted = False
         self.stats = ClientStats()
 
+    @property
+    def pacer(self) -> Pacer:
+        """The run's shared limiter."""
+        return self._pacer
+
     def halt(self) -> None:
         """Send nothing more: every later call raises RunInterruptedError."""
         self._halted = True

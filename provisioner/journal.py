@@ -26,7 +26,8 @@ import asyncio
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +58,11 @@ class JournalState:
     outcome_offsets: dict[str, int] = field(default_factory=dict)
     # key -> the key's last outcome ("created", "failed", ...)
     outcomes: dict[str, str] = field(default_factory=dict)
+    # (time, requests sent so far by that run) of the latest records that
+    # stand for requests: the run's start (its LIST), resumes, intents
+    recent_calls: deque[tuple[str, int | None]] = field(
+        default_factory=lambda: deque(maxlen=20_000)
+    )
 
 
 class Journal:
@@ -127,7 +133,14 @@ class Journal:
         await waiter
 
     async def intent(
-        self, *, op: str, key: str, account_id: str, namespace: str, line: int | None
+        self,
+        *,
+        op: str,
+        key: str,
+        account_id: str,
+        namespace: str,
+        line: int | None,
+        sent: int | None = None,
     ) -> None:
         """Record, durably, that a call changing the account is about to go out."""
         await self.commit(
@@ -138,6 +151,7 @@ class Journal:
                 "account_id": account_id,
                 "namespace": namespace,
                 "line": line,
+                "sent": sent,
                 "at": utc_now(),
             }
         )
@@ -200,9 +214,14 @@ def read_state(path: Path) -> JournalState | None:
         kind = record.get("type")
         if kind == "run":
             state = JournalState(header=record, finished=False)
+            state.recent_calls.append((str(record.get("started_at")), None))
             continue
         if state is None:
             return None
+        if kind in ("intent", "resume"):
+            sent = record.get("sent")
+            count = sent if isinstance(sent, int) else None
+            state.recent_calls.append((str(record.get("at")), count))
         key = record.get("key")
         if kind == "intent" and isinstance(key, str):
             state.open_intents[key] = record
@@ -245,6 +264,32 @@ def read_record_at(handle: IO[bytes], offset: int) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise ValueError(f"journal record at byte {offset} is not an object")
     return record
+
+
+def spent_ages_s(
+    calls: Iterable[tuple[str, int | None]], now: datetime, *, in_flight: int
+) -> list[float]:
+    """How long ago each request of the journal's runs was sent, estimated.
+
+    Intents carry the run's running count of requests, so the requests between
+    two intents (lookups, retries) are counted too, at the later time. The
+    last record gets ``in_flight`` more: calls sent after it went unrecorded.
+    """
+    ages: list[float] = []
+    previous: int | None = None
+    for stamp, sent in calls:
+        try:
+            when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        count = 1
+        if sent is not None and previous is not None and sent > previous:
+            count = sent - previous
+        previous = sent
+        ages.extend([(now - when).total_seconds()] * count)
+    if ages:
+        ages.extend([ages[-1]] * in_flight)
+    return ages
 
 
 def archive(path: Path) -> Path:

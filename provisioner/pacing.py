@@ -169,6 +169,19 @@ class Pacer:
             log.warning("pacing_paused", reason=reason, pause_s=round(delay_s, 3))
         self._changed.set()
 
+    def assume_spent(self, ages_s: list[float]) -> int:
+        """Count requests sent ``age_s`` ago (by an earlier process) as ours.
+
+        A run restarted after a crash would otherwise start with an empty
+        window and spend budget its predecessor already used. Returns how many
+        were still inside the window.
+        """
+        now = self._clock()
+        expiries = [now - age + self.window_s for age in ages_s if age < self.window_s]
+        merged = sorted([*self._expiries, *(e for e in expiries if e > now)])
+        self._expiries = deque(merged)
+        return len(expiries)
+
     def rate_limited(self, retry_after_s: float | None) -> float:
         """A 429 arrived: pause everyone as the server asks, or back off.
 

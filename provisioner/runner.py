@@ -24,6 +24,7 @@ import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from provisioner.journal import (
     archive,
     read_record_at,
     read_state,
+    spent_ages_s,
     utc_now,
 )
 from provisioner.manifest import Manifest, Validation
@@ -169,6 +171,13 @@ class Runner:
 
     def _open_journal(self, path: Path) -> tuple[Journal, JournalState | None]:
         state = read_state(path)
+        if state is not None:
+            ages = spent_ages_s(
+                state.recent_calls, datetime.now(UTC), in_flight=self.concurrency
+            )
+            recent = self.client.pacer.assume_spent(ages)
+            if recent:
+                log.info("budget_carried_over", requests=recent)
         if state is not None and not state.finished:
             same = state.header.get("manifest_sha256") == self.validation.sha256
             if self.options.resume is True or (self.options.resume is None and same):
@@ -400,6 +409,7 @@ class Runner:
             account_id=account,
             namespace=row.namespace,
             line=row.line,
+            sent=self.client.stats.requests_sent,
         )
 
         uncertain = row_key(row.line) in self._uncertain

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from provisioner.journal import Journal, archive, read_state
+from provisioner.journal import Journal, archive, read_state, spent_ages_s
 from provisioner.report import neutralise_cell, write_report
 
 
@@ -167,3 +168,18 @@ async def test_report_last_outcome_wins_in_manifest_order(tmp_path: Path) -> Non
 def test_csv_cells_are_neutralised(cell: str, expected: str) -> None:
     """Cells a spreadsheet would run as formulas get a leading quote."""
     assert neutralise_cell(cell) == expected
+
+
+def test_spent_ages_count_requests_between_intents() -> None:
+    """Lookups and retries between two intents are counted at the later one."""
+    now = datetime(2026, 1, 1, 0, 1, tzinfo=UTC)
+    calls = [
+        ("2026-01-01T00:00:00Z", None),  # the run's LIST
+        ("2026-01-01T00:00:30Z", 1),
+        ("2026-01-01T00:00:40Z", 5),
+        ("not a time", 6),
+    ]
+
+    ages = spent_ages_s(calls, now, in_flight=2)
+
+    assert ages == [60.0, 30.0, 20.0, 20.0, 20.0, 20.0, 20.0, 20.0]

@@ -227,3 +227,19 @@ def test_garbage_headers_are_ignored() -> None:
 
     assert budget.remaining is None
     assert retry_after_s({"Retry-After": "soon"}, now_epoch_s=0) is None
+
+
+async def test_requests_of_an_earlier_process_count_until_they_expire() -> None:
+    """Budget spent before a restart holds back sends until its window passes."""
+    time = FakeTime()
+    pacer = make_pacer(3, 10.0, time)
+
+    inside = pacer.assume_spent([1.0, 2.0, 30.0])
+    first = await pacer.acquire()
+    at_first = time.now_s
+    await pacer.acquire()
+
+    assert inside == 2
+    assert at_first == 0.0
+    assert time.now_s == pytest.approx(8.0)
+    pacer.release(first)

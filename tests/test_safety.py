@@ -175,7 +175,9 @@ async def test_killed_runs_resume_to_a_complete_report(
     assert result.code == 0, result.stderr[-3000:]
     assert created_before_kill[0] > 0
     assert created_before_kill[-1] < 1000, "the last kill came after the end"
-    assert server.stats()["duplicate_creates"] == 0
+    stats = server.stats()
+    assert stats["duplicate_creates"] == 0
+    assert stats["rate_limited"] == 0, "a restarted run forgot what was spent"
     assert set(held(server)) == set(names(1000))
     assert_report_matches_sandbox(tmp_path, server)
     assert read_report(tmp_path)["summary"]["resumed"] is True
@@ -248,4 +250,39 @@ async def test_sigterm_finishes_in_flight_calls_and_writes_the_report(
     )
     assert rerun.code == 0, rerun.stderr[-3000:]
     assert server.stats()["duplicate_creates"] == 0
+    assert_report_matches_sandbox(tmp_path, server)
+
+
+async def test_restart_inside_the_window_remembers_the_spent_budget(
+    tmp_path: Path, make_sandbox: MakeSandbox
+) -> None:
+    """A run killed after spending the window's budget, rerun at once, gets no 429."""
+    server = await make_sandbox(clock=time.monotonic, quota=60, window_s=4.0)
+    manifest = write_csv_manifest(tmp_path / "m.csv", names(150))
+    env = sandbox_env(
+        server, PROVISIONER_BUDGET_REQUESTS="60", PROVISIONER_BUDGET_WINDOW_S="4"
+    )
+    args = ["apply", str(manifest), "--report-dir", str(tmp_path)]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "provisioner",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+
+    for _ in range(100):  # wait until the first window's budget is spent
+        await asyncio.sleep(0.05)
+        if server.stats()["requests_total"] >= 60:
+            break
+    process.kill()
+    await process.wait()
+    result = await run_cli(*args, env=env, timeout_s=120)
+
+    assert result.code == 0, result.stderr[-3000:]
+    stats = server.stats()
+    assert stats["requests_total"] >= 60
+    assert stats["rate_limited"] == 0
     assert_report_matches_sandbox(tmp_path, server)
