@@ -25,7 +25,8 @@ the field. Its ``code`` is stable, for tests and tooling:
         too-many-rows, changed
     one row (error):  field-count, too-long, not-text, not-a-mapping,
         not-a-value, alias-entry, merge-key, duplicate-key, missing-namespace,
-        name, account-id, boolean, conflict, case-conflict, rename-conflict
+        name, account-id, boolean, conflict, case-conflict, rename-conflict,
+        repeats-invalid
     warnings:  duplicate, rename-to-self, no-rows
 """
 

@@ -19,10 +19,10 @@ from typing import BinaryIO
 from provisioner.manifest.fields import build_row
 from provisioner.manifest.model import (
     Blank,
-    Cell,
     Entry,
     Header,
     Refused,
+    RowValues,
     ScanContext,
     ScanItem,
 )
@@ -98,7 +98,10 @@ def sniff_delimiter(header_line: str) -> str:
     """The delimiter that best splits a header line holding ``namespace``."""
     best, best_score = DELIMITERS[0], (False, 1)
     for candidate in DELIMITERS:
-        fields = next(csv.reader([header_line], delimiter=candidate), [])
+        try:
+            fields = next(csv.reader([header_line], delimiter=candidate), [])
+        except csv.Error:
+            continue  # the real parse reports the same fault with its line
         names = {name.strip().casefold() for name in fields}
         score = ("namespace" in names, len(fields))
         if score > best_score:
@@ -244,16 +247,13 @@ def scan_csv(handle: BinaryIO, ctx: ScanContext) -> Iterator[ScanItem]:
         except csv.Error as exc:
             raise _csv_error(ctx, line, exc) from None
 
-        if not any(value.strip() for value in record):
+        if not "".join(record).strip():
             yield Blank(line)
         elif len(record) != len(columns):
             message = _field_count_message(line, len(record), len(columns), delimiter)
             problem = ctx.problem(line, None, message, "field-count")
             yield Entry(line, None, None, [problem])
         else:
-            cells = {
-                name: Cell(value, line)
-                for name, value in zip(columns, record, strict=True)
-            }
-            row, problems = build_row(ctx, line, cells)
-            yield Entry(line, cells, row, problems)
+            values = RowValues(dict(zip(columns, record, strict=True)))
+            row, problems = build_row(ctx, line, values)
+            yield Entry(line, values, row, problems)

@@ -10,17 +10,16 @@ for both.
 Memory: one dictionary entry per distinct namespace (its case-folded name and a
 packed integer), about 150 bytes, so a million rows need about 150 MB. The rest
 of the row is not kept; whether two rows are identical is decided by a 64-bit
-BLAKE2 digest of their values, where a false match has odds of about 2**-64.
+hash of their values, where a false match has odds of about 2**-64 per pair of
+rows sharing a namespace.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from provisioner.errors import Problem
-from provisioner.manifest.model import Cell
+from provisioner.manifest.model import RowValues
 
 _DIGEST_BITS = 64
 _DIGEST_MASK = (1 << _DIGEST_BITS) - 1
@@ -34,12 +33,16 @@ class _Seen:
     digest: int
 
 
-def _digest(cells: Mapping[str, Cell]) -> int:
-    """A 64-bit digest of a row's non-empty values, independent of their order."""
-    values = sorted((name, cell.text) for name, cell in cells.items() if cell.text)
-    raw = hashlib.blake2b(repr(values).encode(), digest_size=_DIGEST_BITS // 8)
+def _digest(values: RowValues) -> int:
+    """A 64-bit digest of a row's non-empty values, independent of their order.
 
-    return int.from_bytes(raw.digest(), "big")
+    A YAML ``no`` and ``"no"`` differ: one is refused, the other accepted.
+    Python's string hash is keyed per process, which is all a single pass needs.
+    """
+    written = sorted((name, text) for name, text in values.text.items() if text)
+    typed = sorted(values.not_text) if values.not_text else ()
+
+    return hash((tuple(written), tuple(typed))) & _DIGEST_MASK
 
 
 def lines_text(lines: list[int]) -> str:
@@ -74,14 +77,13 @@ class DuplicateTracker:
             packed >> _DIGEST_BITS, self._spellings.get(key, key), packed & _DIGEST_MASK
         )
 
-    def add(self, line: int, cells: Mapping[str, Cell]) -> None:
+    def add(self, line: int, values: RowValues) -> None:
         """Note one row; rows without a namespace take no part."""
-        name_cell = cells.get("namespace")
-        if name_cell is None or name_cell.text == "":
+        name = values.text.get("namespace", "")
+        if name == "":
             return
-        name = name_cell.text
         key = name.casefold()
-        seen = _Seen(line, name, _digest(cells))
+        seen = _Seen(line, name, _digest(values))
 
         first = self._first_seen(key)
         if first is None:
@@ -92,16 +94,13 @@ class DuplicateTracker:
             self._repeats.setdefault(key, [first]).append(seen)
             if (name, seen.digest) == (first.spelling, first.digest):
                 return  # an exact repeat renames nothing the first row does not
-        self._note_rename(line, name, cells)
+        self._note_rename(line, name, values.text.get("previous_name", ""))
 
-    def _note_rename(self, line: int, name: str, cells: Mapping[str, Cell]) -> None:
-        previous = cells.get("previous_name")
-        if previous is None or previous.text == "":
-            return
-        if previous.text.casefold() == name.casefold():
+    def _note_rename(self, line: int, name: str, previous: str) -> None:
+        if previous == "" or previous.casefold() == name.casefold():
             return  # renaming to itself is a warning of the row's own
-        self._renames.setdefault(previous.text.casefold(), []).append(
-            _Seen(line, previous.text, 0)
+        self._renames.setdefault(previous.casefold(), []).append(
+            _Seen(line, previous, 0)
         )
 
     def _problem(

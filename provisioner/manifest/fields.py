@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from provisioner.errors import Problem
-from provisioner.manifest.model import Cell, ScanContext
+from provisioner.manifest.model import RowValues, ScanContext
 from provisioner.models import ManifestRow
 
 KNOWN_COLUMNS = (
@@ -34,41 +34,48 @@ def _sentence(text: str) -> str:
     return text if text.endswith(".") else text + "."
 
 
+_NO_NAMES: frozenset[str] = frozenset()
+
+
 class _RowCheck:
     """Collects the problems of one row while its fields are read."""
 
-    def __init__(self, ctx: ScanContext, line: int, cells: dict[str, Cell]):
+    __slots__ = ("ctx", "line", "problems", "skip", "values")
+
+    def __init__(self, ctx: ScanContext, line: int, values: RowValues) -> None:
         self.ctx = ctx
         self.line = line
-        self.cells = cells
+        self.values = values
+        self.skip: frozenset[str] = _NO_NAMES
         self.problems: list[Problem] = []
 
-    def error(self, cell: Cell | None, name: str, message: str, code: str) -> None:
-        line = self.line if cell is None else cell.line
+    def error(self, name: str, message: str, code: str) -> None:
+        line = self.values.line_of(name, self.line)
         self.problems.append(self.ctx.problem(line, name, _sentence(message), code))
 
-    def warning(self, cell: Cell, name: str, message: str, code: str) -> None:
+    def warning(self, name: str, message: str, code: str) -> None:
+        line = self.values.line_of(name, self.line)
         self.problems.append(
-            self.ctx.problem(cell.line, name, _sentence(message), code, "warning")
+            self.ctx.problem(line, name, _sentence(message), code, "warning")
         )
+
+    def raw(self, name: str) -> str | None:
+        """The value of ``name`` as written, or None when empty or skipped."""
+        if name in self.skip:
+            return None
+        value = self.values.text.get(name)
+
+        return value or None
 
     def text(self, name: str) -> str | None:
         """The value of column ``name`` as text, or None when empty or unusable."""
-        cell = self.cells.get(name)
-        if cell is None or cell.text == "":
-            return None
-        if cell.not_text is not None:
-            self.error(
-                cell,
-                name,
-                f"{name} {cell.text!r} is not text: {cell.not_text}; put it in "
-                f'quotes ({name}: "{cell.text}") so that every parser reads the '
-                "same string",
-                "not-text",
-            )
+        value = self.raw(name)
+        advice = None if value is None else self.values.advice(name)
+        if advice is not None:
+            self.error(name, f"{name} {value!r} is not text: {advice}", "not-text")
             return None
 
-        return cell.text
+        return value
 
     def name(self, name: str) -> str | None:
         """A namespace name, checked against the name policy."""
@@ -77,7 +84,7 @@ class _RowCheck:
             return None
         problems = self.ctx.policy.problems(value)
         for message in problems:
-            self.error(self.cells[name], name, message, "name")
+            self.error(name, message, "name")
 
         return None if problems else value
 
@@ -86,8 +93,9 @@ class _RowCheck:
         if value is None or _ACCOUNT_ID.fullmatch(value):
             return value
 
-        cell = self.cells["account_id"]
-        if _ACCOUNT_ID.fullmatch(value.lower()):
+        if _ACCOUNT_ID.fullmatch(value.strip()):
+            advice = "it has spaces around it; remove them (values are never trimmed)"
+        elif _ACCOUNT_ID.fullmatch(value.lower()):
             advice = (
                 f"it has uppercase letters; write it in lowercase: {value.lower()!r}"
             )
@@ -102,7 +110,6 @@ class _RowCheck:
                 "as in the dashboard URL"
             )
         self.error(
-            cell,
             "account_id",
             f"account_id {value!r} is not an account id: {advice}",
             "account-id",
@@ -110,13 +117,12 @@ class _RowCheck:
         return None
 
     def trusted_workers(self) -> bool | None:
-        cell = self.cells.get("trusted_workers")
-        if cell is None or cell.text == "":
+        value = self.raw("trusted_workers")
+        if value is None:
             return None
-        if cell.text in _BOOLEANS:
-            return _BOOLEANS[cell.text]
+        if value in _BOOLEANS:
+            return _BOOLEANS[value]
 
-        value = cell.text
         if value.lower() in _BOOLEANS:
             advice = f"write it in lowercase: {value.lower()}"
         elif value.lower() in _YAML_BOOLEAN_WORDS:
@@ -127,50 +133,43 @@ class _RowCheck:
         else:
             advice = "write true or false, or leave it empty to keep the setting"
         self.error(
-            cell,
             "trusted_workers",
             f"trusted_workers {value!r} is not true or false: {advice}",
             "boolean",
         )
         return None
 
-    def check_lengths(self) -> set[str]:
-        """Flag values over the length limit; returns the columns concerned."""
+    def check_lengths(self) -> None:
+        """Flag values over the length limit and leave them out of later checks."""
         limit = self.ctx.limits.max_field_chars
-        too_long = set()
-        for name, cell in self.cells.items():
-            if len(cell.text) > limit:
-                too_long.add(name)
+        for name, value in self.values.text.items():
+            if len(value) > limit:
+                self.skip |= {name}
                 self.error(
-                    cell,
                     name,
-                    f"The value of {name} is {len(cell.text):,} characters long, "
+                    f"The value of {name} is {len(value):,} characters long, "
                     f"over the limit of {limit:,} (limits.max_field_chars); a "
                     "double quote left open makes the following lines one value, "
                     "so check the quotes",
                     "too-long",
                 )
 
-        return too_long
-
 
 def build_row(
-    ctx: ScanContext, line: int, cells: dict[str, Cell]
+    ctx: ScanContext, line: int, values: RowValues
 ) -> tuple[ManifestRow | None, list[Problem]]:
     """Check one row's values; the row is None when any problem is an error."""
-    check = _RowCheck(ctx, line, cells)
-    too_long = check.check_lengths()
-    check.cells = {k: v for k, v in cells.items() if k not in too_long}
+    check = _RowCheck(ctx, line, values)
+    check.check_lengths()
 
     known_problems = len(check.problems)
     namespace = check.name("namespace")
-    unexplained = len(check.problems) == known_problems and "namespace" not in too_long
-    if namespace is None and unexplained:
-        absent = "namespace" not in cells
+    unexplained = len(check.problems) == known_problems
+    if namespace is None and unexplained and "namespace" not in check.skip:
+        absent = "namespace" not in values.text
         check.error(
-            cells.get("namespace"),
             "namespace",
-            f"{'the row has no namespace' if absent else 'namespace is empty'}; "
+            f"{'The row has no namespace' if absent else 'namespace is empty'}; "
             "every row needs the name of its namespace",
             "missing-namespace",
         )
@@ -180,19 +179,21 @@ def build_row(
     previous_name = check.name("previous_name")
     if previous_name is not None and previous_name == namespace:
         check.warning(
-            cells["previous_name"],
             "previous_name",
             f"previous_name {previous_name!r} is the namespace itself, so there is "
             "nothing to rename; leave previous_name empty",
             "rename-to-self",
         )
     extra = {
-        name: cell.text
-        for name, cell in check.cells.items()
-        if name not in KNOWN_COLUMNS and cell.text != ""
+        name: value
+        for name, value in values.text.items()
+        if value and name not in KNOWN_COLUMNS and name not in check.skip
     }
 
-    if any(p.severity == "error" for p in check.problems) or namespace is None:
+    for problem in check.problems:
+        if problem.severity == "error":
+            return None, check.problems
+    if namespace is None:
         return None, check.problems
     row = ManifestRow(
         line=line,

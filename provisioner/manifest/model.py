@@ -88,29 +88,40 @@ class Validation:
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class Cell:
-    """One value as written in the file.
+@dataclass(slots=True)
+class RowValues:
+    """One row's values as written in the file, by column name.
 
-    ``not_text`` is set for a YAML scalar written without quotes that a YAML 1.1
-    or 1.2 parser reads as something other than a string, and says how.
+    The YAML reader adds ``lines``, the line of each field, and ``not_text``,
+    for a scalar that some YAML parser reads as something other than a string
+    (written without quotes, or tagged): how it is read and what to write
+    instead. A CSV row needs neither, and one object per row (not per value)
+    keeps a million-row pass light.
     """
 
-    text: str
-    line: int
-    not_text: str | None = None
+    text: dict[str, str]
+    lines: dict[str, int] | None = None
+    not_text: dict[str, str] | None = None
+
+    def line_of(self, name: str, row_line: int) -> int:
+        """The line where field ``name`` is written."""
+        return row_line if self.lines is None else self.lines.get(name, row_line)
+
+    def advice(self, name: str) -> str | None:
+        """Why the value of ``name`` is not text, if it is not."""
+        return None if self.not_text is None else self.not_text.get(name)
 
 
 @dataclass(slots=True)
 class Entry:
     """One data row: its values, the row built from them, and its problems.
 
-    ``cells`` is None when the row could not even be split into fields; ``row``
-    is None when any problem of the row is an error.
+    ``values`` is None when the row could not even be split into fields;
+    ``row`` is None when any problem of the row is an error.
     """
 
     line: int
-    cells: dict[str, Cell] | None
+    values: RowValues | None
     row: ManifestRow | None
     problems: list[Problem]
 

@@ -82,14 +82,40 @@ class _Collector:
                 )
             )
         self.row_problems.extend((entry.line, p) for p in entry.problems)
-        if entry.cells is not None:
-            self.tracker.add(entry.line, entry.cells)
-            self.columns.update(dict.fromkeys(entry.cells))
+        if entry.values is not None:
+            self.tracker.add(entry.line, entry.values)
+            if not self.columns.keys() >= entry.values.text.keys():
+                self.columns.update(dict.fromkeys(entry.values.text))
 
     def problems(self) -> list[Problem]:
         """Every problem so far, in line order."""
         rows = [p for _, p in self.row_problems]
         return sorted(self.file_problems + rows, key=_line_key)
+
+    def fatal(self) -> bool:
+        """Whether a problem of the file as a whole makes it unusable."""
+        return any(p.severity == "error" for p in self.file_problems)
+
+    def _repeats_of_invalid(self, duplicate_of: dict[int, int]) -> None:
+        """Mark exact repeats of an invalid row invalid too, with the reason.
+
+        Row checks give identical rows identical errors, but a check across
+        rows (a rename conflict) is raised on the first of them only.
+        """
+        invalid = self.validation.invalid_lines
+        for line, first in duplicate_of.items():
+            if first in invalid and line not in invalid:
+                problem = Problem(
+                    self.file,
+                    line,
+                    "namespace",
+                    f"This row repeats line {first}, which has errors; fix that "
+                    "row, and remove this copy.",
+                    code="repeats-invalid",
+                )
+                self.validation.row_problems.setdefault(line, []).append(problem)
+                self.row_problems.append((line, problem))
+                invalid.add(line)
 
     def finish(self, sha256: str) -> Validation:
         found, duplicate_of = self.tracker.finish()
@@ -99,10 +125,11 @@ class _Collector:
             validation.row_problems.setdefault(line, []).append(problem)
             if problem.severity == "error":
                 validation.invalid_lines.add(line)
+        self._repeats_of_invalid(duplicate_of)
         for problems in validation.row_problems.values():
             problems.sort(key=_line_key)
 
-        if validation.rows_total == 0:
+        if validation.rows_total == 0 and not self.fatal():
             self.file_problems.append(
                 Problem(
                     self.file,
@@ -249,7 +276,7 @@ class Manifest:
             raise _refusal(collector.problems() + exc.problems) from None
         validation = collector.finish(ctx.digest.hexdigest())
 
-        if any(p.severity == "error" for p in collector.file_problems):
+        if collector.fatal():
             raise _refusal(validation.problems)
         self._validation = validation
         self._stamp = ctx.stamp

@@ -29,15 +29,16 @@ from provisioner.errors import Problem
 from provisioner.manifest.fields import build_row
 from provisioner.manifest.model import (
     Blank,
-    Cell,
     Entry,
     Refused,
+    RowValues,
     ScanContext,
     ScanItem,
 )
 from provisioner.manifest.text import decode_whole
 
-STR_TAG = "tag:yaml.org,2002:str"
+_YAML_TAG_PREFIX = "tag:yaml.org,2002:"
+STR_TAG = _YAML_TAG_PREFIX + "str"
 
 # How PyYAML's YAML 1.1 resolver tags plain scalars that are not strings.
 _YAML11_MEANINGS = {
@@ -95,6 +96,13 @@ def plain_meaning(value: str, yaml11_tag: str) -> str | None:
 def _line(node_or_event: Node | yaml.Event) -> int:
     mark = node_or_event.start_mark
     return 0 if mark is None else mark.line + 1
+
+
+def _short_tag(tag: str) -> str:
+    """``tag:yaml.org,2002:int`` as it is written, ``!!int``."""
+    if tag.startswith(_YAML_TAG_PREFIX):
+        return "!!" + tag.removeprefix(_YAML_TAG_PREFIX)
+    return tag
 
 
 def _offset(node_or_event: Node | yaml.Event) -> int:
@@ -156,7 +164,7 @@ class _Loader(yaml.SafeLoader):
                     None,
                     f"Line {_line(event)} nests values more than "
                     f"{limits.max_yaml_depth} levels deep (limits.max_yaml_depth); "
-                    "a manifest needs three: list, entry, value.",
+                    "a manifest needs four at most: tenants, list, entry, value.",
                     "depth-limit",
                 )
             )
@@ -184,14 +192,30 @@ class _Loader(yaml.SafeLoader):
         if _offset(node) in self.explicit_tags:
             if node.tag == STR_TAG:
                 return None
-            return (
-                f"it carries the tag {node.tag}; remove the tag, since only text "
-                "is accepted here"
-            )
+            return f"it carries the tag {_short_tag(node.tag)}"
         if node.style is not None:
             return None  # quoted or block scalars are strings to every parser
 
         return plain_meaning(node.value, node.tag)
+
+    def text_advice(self, node: ScalarNode, field: str) -> str | None:
+        """``not_text`` completed with what to write instead, or None."""
+        reason = self.not_text(node)
+        if reason is None:
+            return None
+        if _offset(node) in self.explicit_tags:
+            return f"{reason}; remove the tag"
+
+        quoted = f'{field}: "{node.value}"'
+        if reason.endswith("null (no value)"):
+            return (
+                f"{reason}; put it in quotes ({quoted}) if that text is meant, or "
+                "leave the field out"
+            )
+        return (
+            f"{reason}; put it in quotes ({quoted}) so that every parser reads "
+            "the same string"
+        )
 
 
 def _kind(node: Node) -> str:
@@ -208,7 +232,12 @@ def _yaml_error(ctx: ScanContext, text: str, error: yaml.YAMLError) -> Refused:
         mark = error.problem_mark or error.context_mark
         line = None if mark is None else mark.line + 1
         what = error.problem or "invalid YAML"
-        context = f" ({error.context})" if error.context else ""
+        context = ""
+        if error.context and error.context_mark and error.problem_mark:
+            since = error.context_mark.line + 1
+            context = f" ({error.context}, from line {since})"
+        elif error.context:
+            context = f" ({error.context})"
         message = (
             f"Line {line} is not valid YAML: {what}{context}; check the "
             "indentation, the colons and the quotes there."
@@ -271,16 +300,18 @@ class _EntryReader:
             return Entry(line, None, None, [problem])
 
         problems: list[Problem] = []
-        cells: dict[str, Cell] = {}
+        texts: dict[str, str] = {}
+        lines: dict[str, int] = {}
+        not_text: dict[str, str] = {}
         for key, value in node.value:
             name = self.field_name(key, problems)
             if name is None:
                 continue
             key_line = _line(key)
-            if name in cells:
+            if name in texts:
                 message = (
                     f"{name} is given twice in this entry (lines "
-                    f"{cells[name].line} and {key_line}); keep one."
+                    f"{lines[name]} and {key_line}); keep one."
                 )
                 problems.append(
                     self.ctx.problem(key_line, name, message, "duplicate-key")
@@ -292,13 +323,18 @@ class _EntryReader:
                     self.ctx.problem(key_line, name, message, "not-a-value")
                 )
                 continue
-            cells[name] = Cell(value.value, key_line, self.loader.not_text(value))
+            texts[name] = value.value
+            lines[name] = key_line
+            advice = self.loader.text_advice(value, name)
+            if advice is not None:
+                not_text[name] = advice
 
-        row, row_problems = build_row(self.ctx, line, cells)
+        values = RowValues(texts, lines, not_text)
+        row, row_problems = build_row(self.ctx, line, values)
         problems = sorted(problems + row_problems, key=lambda p: p.line or 0)
         if any(p.severity == "error" for p in problems):
             row = None
-        return Entry(line, cells, row, [_at_row(p, line) for p in problems])
+        return Entry(line, values, row, [_at_row(p, line) for p in problems])
 
 
 def _at_row(problem: Problem, row_line: int) -> Problem:
@@ -382,13 +418,17 @@ def _root_mapping(loader: _Loader, ctx: ScanContext) -> Iterator[ScanItem]:
             yield from _entries(loader, ctx, depth=2)
             continue
         value = loader.compose_at(1)
-        yield ctx.problem(
-            _line(value),
-            "tenants",
-            f"tenants must be a list of entries ('- namespace: <name>'), not "
-            f"{_kind(value)}.",
-            "not-a-list",
-        )
+        if isinstance(value, ScalarNode) and value.value in ("", "~", "null"):
+            message = (
+                "tenants has no entries under it; list them as '  - namespace: "
+                "<name>' (no tenants at all is written 'tenants: []')."
+            )
+        else:
+            message = (
+                "tenants must be a list of entries ('- namespace: <name>'), not "
+                f"{_kind(value)}."
+            )
+        yield ctx.problem(_line(value), "tenants", message, "not-a-list")
     loader.consume()
 
     if "tenants" not in key_lines:
