@@ -30,13 +30,21 @@ import structlog
 
 from provisioner import __version__
 from provisioner.client import ApiClient
-from provisioner.errors import InputError, ManifestError, ProvisionerError
+from provisioner.errors import (
+    CredentialsRefusedError,
+    InputError,
+    ManifestError,
+    ProvisionerError,
+)
 from provisioner.logs import configure_logging
-from provisioner.manifest import Manifest, Validation
+from provisioner.manifest import Manifest, Validation, write_manifest
+from provisioner.models import ManifestRow, Namespace
 from provisioner.names import NamePolicy
 from provisioner.pacing import Pacer
-from provisioner.plan import build_plan
+from provisioner.plan import Plan, build_plan, list_accounts
 from provisioner.progress import ProgressDisplay
+from provisioner.prune import DEFAULT_THRESHOLD
+from provisioner.reconcile import Action
 from provisioner.retry import RetryPolicy
 from provisioner.runner import Runner, RunOptions
 from provisioner.sandbox.cli import sandbox_command
@@ -98,6 +106,32 @@ def _common_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--name-pattern", help="Regular expression names must match."),
         click.option("--quiet", is_flag=True, help="No progress bar or summary."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _prune_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--prune",
+            is_flag=True,
+            help="Delete namespaces the manifest does not name (and every Worker "
+            "in them). Off unless asked for.",
+        ),
+        click.option(
+            "--prune-threshold",
+            type=click.FloatRange(0.0, 1.0),
+            default=DEFAULT_THRESHOLD,
+            show_default=True,
+            help="Refuse to prune more than this share of an account's namespaces.",
+        ),
+        click.option(
+            "--force-prune",
+            is_flag=True,
+            help="Prune even above the threshold (never on an empty manifest).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -235,6 +269,7 @@ def _problem_json(problem: Any) -> dict[str, Any]:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Sandbox state file (default: REPORT_DIR/sandbox-state.json).",
 )
+@_prune_options
 @_common_options
 def plan(
     manifest: Path,
@@ -242,6 +277,9 @@ def plan(
     delimiter: str | None,
     sandbox: bool,
     sandbox_state: Path | None,
+    prune: bool,
+    prune_threshold: float,
+    force_prune: bool,
     **kw: Any,
 ) -> int:
     """Show what apply would change; exit 0 when nothing, 2 when changes are pending."""
@@ -259,17 +297,32 @@ def plan(
     async def go() -> int:
         async with _api(settings, sandbox, sandbox_state) as (client, policy, s):
             the_plan = await build_plan(
-                the_manifest, validation, client, policy, s.account_id
+                the_manifest,
+                validation,
+                client,
+                policy,
+                s.account_id,
+                prune=prune,
+                prune_threshold=prune_threshold,
+                force_prune=force_prune,
             )
         if as_json:
             click.echo(json.dumps(the_plan.to_json(), indent=2))
         else:
             click.echo(the_plan.render_text())
-        if the_plan.refused:
-            return 5
-        return EXIT_CHANGES_PENDING if the_plan.has_changes else EXIT_OK
+        return _plan_exit_code(the_plan)
 
     return asyncio.run(go())
+
+
+def _plan_exit_code(the_plan: Plan) -> int:
+    if the_plan.refused:
+        return CredentialsRefusedError.exit_code
+    if the_plan.prune_refused or any(
+        d.action is Action.CONFLICT for d in the_plan.decisions
+    ):
+        return EXIT_BAD_INPUT
+    return EXIT_CHANGES_PENDING if the_plan.has_changes else EXIT_OK
 
 
 # -- apply --------------------------------------------------------------------
@@ -295,6 +348,7 @@ def plan(
     type=click.Path(path_type=Path, dir_okay=False),
     help="Sandbox state file (default: REPORT_DIR/sandbox-state.json).",
 )
+@_prune_options
 @_common_options
 def apply(
     manifest: Path,
@@ -303,6 +357,9 @@ def apply(
     resume: bool | None,
     sandbox: bool,
     sandbox_state: Path | None,
+    prune: bool,
+    prune_threshold: float,
+    force_prune: bool,
     **kw: Any,
 ) -> int:
     """Create what the manifest asks for and write the reconciliation report."""
@@ -335,6 +392,9 @@ def apply(
                     resume=resume,
                     grace_s=s.grace_s,
                     on_outcome=progress.advance,
+                    prune=prune,
+                    prune_threshold=prune_threshold,
+                    force_prune=force_prune,
                 ),
             )
             with progress, _signals(runner):
@@ -344,6 +404,92 @@ def apply(
         return result.exit_code
 
     return asyncio.run(go())
+
+
+# -- export -------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="Manifest file to write (.csv, .yaml or .yml).",
+)
+@click.option(
+    "--account",
+    "accounts",
+    multiple=True,
+    help="Account to export (repeatable); default: the configured account. "
+    "With several, each row carries its account_id.",
+)
+@click.option("--sandbox", is_flag=True, help="Export from an in-process sandbox.")
+@click.option(
+    "--sandbox-state",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Sandbox state file (default: REPORT_DIR/sandbox-state.json).",
+)
+@_common_options
+def export(
+    output: Path,
+    accounts: tuple[str, ...],
+    sandbox: bool,
+    sandbox_state: Path | None,
+    **kw: Any,
+) -> int:
+    """Write the account's namespaces as a manifest that apply takes back unchanged."""
+    common = _gather(kw)
+    settings = common.settings()
+    _setup_logging(settings)
+    fmt = _format_of(output)
+    policy = NamePolicy(pattern=settings.name_pattern)
+
+    async def go() -> int:
+        async with _api(settings, sandbox, sandbox_state) as (client, retry, s):
+            wanted = list(accounts) or [str(s.account_id)]
+            views = await list_accounts(client, retry, wanted)
+        refused = [a for a, v in views.items() if v.refused is not None]
+        if refused:
+            click.echo(f"error: account(s) refused: {', '.join(refused)}", err=True)
+            return CredentialsRefusedError.exit_code
+
+        rows: list[ManifestRow] = []
+        for account, view in sorted(views.items()):
+            for namespace in sorted(view.namespaces.values(), key=_by_name):
+                if not policy.accepts(namespace.namespace_name):
+                    click.echo(
+                        f"warning: {namespace.namespace_name!r} in {account} is "
+                        "refused by the name policy; apply will refuse this row.",
+                        err=True,
+                    )
+                rows.append(
+                    ManifestRow(
+                        line=len(rows) + 2,
+                        namespace=namespace.namespace_name,
+                        account_id=account if len(views) > 1 else None,
+                        trusted_workers=bool(namespace.trusted_workers),
+                    )
+                )
+        write_manifest(output, rows, fmt)
+        if not common.quiet:
+            click.echo(f"Exported {len(rows)} namespaces to {output}.")
+        return EXIT_OK
+
+    return asyncio.run(go())
+
+
+def _by_name(namespace: Namespace) -> str:
+    return namespace.namespace_name
+
+
+def _format_of(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in (".yaml", ".yml"):
+        return "yaml"
+    raise click.UsageError(f"--output {path}: use a .csv, .yaml or .yml file name.")
 
 
 def _summary_line(summary: dict[str, Any], report: Path) -> str:

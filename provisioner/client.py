@@ -64,6 +64,11 @@ class ApiClient:
     ) -> None:
         self._base = URL(base_url.rstrip("/"))
         self._auth_headers = auth_headers
+        self._secrets = [
+            value.removeprefix("Bearer ")
+            for key, value in auth_headers.items()
+            if key.lower() in ("authorization", "x-auth-key")
+        ]
         self._pacer = pacer
         self._timeout = aiohttp.ClientTimeout(
             total=timeout_s, connect=min(timeout_s, 10.0)
@@ -72,6 +77,11 @@ class ApiClient:
         self._session: aiohttp.ClientSession | None = None
         self._halted = False
         self.stats = ClientStats()
+
+    @property
+    def base_url(self) -> str:
+        """The API's base URL."""
+        return str(self._base)
 
     @property
     def pacer(self) -> Pacer:
@@ -202,6 +212,9 @@ class ApiClient:
     ) -> Any:
         envelope = _envelope(raw)
         code, message = _first_error(envelope)
+        for secret in self._secrets:
+            # A server that echoes the credential must not put it in a report.
+            message = message.replace(secret, "***")
         mutating = where["method"] in _MUTATING
 
         if status == 429:

@@ -15,6 +15,12 @@ from provisioner.errors import ApiError, CredentialsRefusedError, NotFoundError
 from provisioner.manifest import Manifest, Validation
 from provisioner.models import ManifestRow, Namespace
 from provisioner.names import url_safe
+from provisioner.prune import (
+    DEFAULT_THRESHOLD,
+    PrunePlan,
+    PruneRefusedError,
+    plan_prune,
+)
 from provisioner.reconcile import Action, Decision, decide, unmanaged
 from provisioner.retry import RetryPolicy
 
@@ -82,18 +88,22 @@ class Plan:
     unmanaged: dict[str, list[Namespace]]
     refused: dict[str, str]
     invalid_rows: int = 0
+    prune: PrunePlan | None = None
+    prune_refused: str | None = None
 
     def counts(self) -> dict[str, int]:
         """Rows by action, plus unmanaged namespaces."""
         counts = Counter(d.action.value for d in self.decisions)
         out = {action.value: counts.get(action.value, 0) for action in Action}
         out["unmanaged"] = sum(len(v) for v in self.unmanaged.values())
+        out["delete"] = len(self.prune.deletions) if self.prune else 0
         return out
 
     @property
     def has_changes(self) -> bool:
         """True when apply would send a call that changes an account."""
-        return any(d.changes_account for d in self.decisions)
+        deleting = bool(self.prune and self.prune.deletions)
+        return deleting or any(d.changes_account for d in self.decisions)
 
     def to_json(self) -> dict[str, Any]:
         """The plan as JSON-ready data."""
@@ -101,6 +111,15 @@ class Plan:
             "counts": self.counts(),
             "changes_pending": self.has_changes,
             "refused_accounts": self.refused,
+            "prune_refused": self.prune_refused,
+            "deletions": [
+                {
+                    "account_id": d.account_id,
+                    "namespace": d.namespace.namespace_name,
+                    "namespace_id": d.namespace.namespace_id,
+                }
+                for d in (self.prune.deletions if self.prune else [])
+            ],
             "rows": [_decision_json(d) for d in self.decisions],
             "unmanaged": [
                 {
@@ -121,21 +140,33 @@ class Plan:
             if d.action is Action.ADOPT:
                 continue
             lines.append(_decision_line(d))
+        deleting = {
+            (d.account_id, d.namespace.namespace_name)
+            for d in (self.prune.deletions if self.prune else [])
+        }
         for account, namespaces in sorted(self.unmanaged.items()):
             for ns in namespaces:
-                note = "" if url_safe(ns.namespace_name) else " (unsafe name)"
+                name = ns.namespace_name
+                if (account, name) in deleting:
+                    lines.append(
+                        f"  - delete {name} [{account}] (id {ns.namespace_id}; "
+                        "deletes every Worker in it)"
+                    )
+                    continue
+                note = "" if url_safe(name) else " (unsafe name: never deleted)"
                 lines.append(
-                    f"  ? unmanaged {ns.namespace_name} [{account}]{note}: "
+                    f"  ? unmanaged {name} [{account}]{note}: "
                     "in the account, not in the manifest; left alone"
                 )
+        if self.prune_refused:
+            lines.append(f"  ! prune refused: {self.prune_refused}")
         for account, reason in sorted(self.refused.items()):
             lines.append(f"  ! account {account} refused: {reason}")
         counts = self.counts()
         lines.append(
             "Plan: {create} to create, {update} to update, {rename} to rename, "
-            "{adopt} existing, {conflict} in conflict, {unmanaged} unmanaged.".format(
-                **counts
-            )
+            "{delete} to delete, {adopt} existing, {conflict} in conflict, "
+            "{unmanaged} unmanaged.".format(**counts)
         )
         return "\n".join(lines)
 
@@ -178,8 +209,12 @@ async def build_plan(
     client: ApiClient,
     policy: RetryPolicy,
     default_account: str | None,
+    *,
+    prune: bool = False,
+    prune_threshold: float = DEFAULT_THRESHOLD,
+    force_prune: bool = False,
 ) -> Plan:
-    """Decide every row against one LIST per account."""
+    """Decide every row against one LIST per account (and deletions, if pruning)."""
     wanted = accounts_of(manifest.rows(), default_account)
     views = await list_accounts(client, policy, wanted)
 
@@ -202,4 +237,17 @@ async def build_plan(
         for account, view in views.items()
         if view.refused is not None
     }
-    return Plan(decisions, loose, refused, len(validation.invalid_lines))
+    the_plan = Plan(decisions, loose, refused, len(validation.invalid_lines))
+    if prune:
+        listed = {a: v.namespaces for a, v in views.items() if v.refused is None}
+        try:
+            the_plan.prune = plan_prune(
+                listed,
+                wanted,
+                manifest_rows=validation.rows_total - len(validation.invalid_lines),
+                threshold=prune_threshold,
+                force=force_prune,
+            )
+        except PruneRefusedError as exc:
+            the_plan.prune_refused = str(exc)
+    return the_plan

@@ -50,10 +50,12 @@ from provisioner.journal import (
     spent_ages_s,
     utc_now,
 )
+from provisioner.lock import account_locks
 from provisioner.manifest import Manifest, Validation
 from provisioner.models import ManifestRow, Namespace, Outcome
-from provisioner.plan import AccountView, list_accounts
-from provisioner.reconcile import Action, Decision, decide
+from provisioner.plan import AccountView, accounts_of, list_accounts
+from provisioner.prune import DEFAULT_THRESHOLD, Deletion, PrunePlan, plan_prune
+from provisioner.reconcile import Action, Decision, decide, unmanaged
 from provisioner.report import ReportPaths, count_outcomes, write_report
 from provisioner.retry import RetryPolicy
 
@@ -61,7 +63,13 @@ log = structlog.get_logger("provisioner.runner")
 
 # Outcomes a resumed run keeps; any other row is decided again.
 _FINAL = frozenset(
-    {Outcome.CREATED, Outcome.EXISTING, Outcome.UPDATED, Outcome.RENAMED}
+    {
+        Outcome.CREATED,
+        Outcome.EXISTING,
+        Outcome.UPDATED,
+        Outcome.RENAMED,
+        Outcome.DELETED,
+    }
 )
 _STOP = object()
 
@@ -74,6 +82,9 @@ class RunOptions:
     resume: bool | None = None  # None: when the journal matches; True: always
     grace_s: float = 30.0
     on_outcome: Callable[[str], None] | None = None
+    prune: bool = False
+    prune_threshold: float = DEFAULT_THRESHOLD
+    force_prune: bool = False
 
 
 @dataclass
@@ -122,6 +133,9 @@ class Runner:
         self._done: set[str] = set()
         self._uncertain: dict[str, str] = {}  # key -> op of its open intent
         self._resolved: dict[str, Namespace] = {}
+        self._wanted: dict[str, set[str]] = {}
+        self._prune = PrunePlan()
+        self._unmanaged = 0
         self._journal: Journal | None = None
         self._resumed = False
         policy.should_stop = self._stop.is_set
@@ -146,7 +160,11 @@ class Runner:
     async def run(self) -> RunResult:
         """All phases; returns the exit code and where the report is."""
         started_at, started_s = utc_now(), time.monotonic()
-        accounts = self._accounts_in_manifest()
+        self._wanted = self._accounts_in_manifest()
+        with account_locks(self._wanted, self.client.base_url):
+            return await self._run_locked(started_at, started_s)
+
+    async def _run_locked(self, started_at: str, started_s: float) -> RunResult:
         journal_path = self.report_dir / JOURNAL_NAME
         journal, state = self._open_journal(journal_path)
         self._journal = journal
@@ -162,7 +180,8 @@ class Runner:
             self._record_invalid_rows(journal)
             if state is not None:
                 await self._resolve_open_intents(state)
-            await self._list_accounts(accounts)
+            await self._list_accounts(set(self._wanted))
+            self._plan_unmanaged()
             await self._work(journal)
             await self._record_duplicates(journal)
             return await self._finish(journal, started_at, started_s)
@@ -231,16 +250,18 @@ class Runner:
                 }
             )
 
-    def _accounts_in_manifest(self) -> set[str]:
-        accounts = set()
+    def _accounts_in_manifest(self) -> dict[str, set[str]]:
+        """Account -> names the manifest keeps there; every row has an account."""
         for row in self.manifest.rows():
             if row.account_id is None and self.default_account is None:
                 raise SettingsError(
                     f"{self.manifest.path}:{row.line}: the row has no account_id "
                     "and no default account is set; set CLOUDFLARE_ACCOUNT_ID."
                 )
-            accounts.add(self._account_of(row))
-        return accounts
+        wanted = accounts_of(self.manifest.rows(), self.default_account)
+        if not wanted and self.default_account is not None:
+            wanted[self.default_account] = set()
+        return wanted
 
     def _account_of(self, row: ManifestRow) -> str:
         account = row.account_id or self.default_account
@@ -291,10 +312,42 @@ class Runner:
             if isinstance(first, CredentialsRefusedError):
                 self._fatal = first
 
+    def _plan_unmanaged(self) -> None:
+        """Count namespaces outside the manifest; with --prune, plan deletions."""
+        listed = {
+            account: view.namespaces
+            for account, view in self._accounts.items()
+            if view.refused is None
+        }
+        self._unmanaged = sum(
+            len(unmanaged(namespaces.values(), self._wanted[account], set()))
+            for account, namespaces in listed.items()
+        )
+        if self._unmanaged and not self.options.prune:
+            log.info("unmanaged_namespaces", count=self._unmanaged, action="left alone")
+        if not self.options.prune:
+            return
+
+        self._prune = plan_prune(
+            listed,
+            self._wanted,
+            manifest_rows=self.validation.rows_total
+            - len(self.validation.invalid_lines),
+            threshold=self.options.prune_threshold,
+            force=self.options.force_prune,
+        )
+        log.info(
+            "prune_planned",
+            deletions=len(self._prune.deletions),
+            unsafe=len(self._prune.unsafe),
+        )
+
     # -- phase 4: the work ----------------------------------------------------
 
     async def _work(self, journal: Journal) -> None:
-        queue: asyncio.Queue[Decision | object] = asyncio.Queue(self.concurrency * 2)
+        queue: asyncio.Queue[Decision | Deletion | object] = asyncio.Queue(
+            self.concurrency * 2
+        )
         workers = [
             asyncio.create_task(self._worker(queue, journal))
             for _ in range(self.concurrency)
@@ -312,7 +365,7 @@ class Runner:
             await asyncio.gather(watchdog, *workers, return_exceptions=True)
 
     async def _produce(
-        self, queue: asyncio.Queue[Decision | object], journal: Journal
+        self, queue: asyncio.Queue[Decision | Deletion | object], journal: Journal
     ) -> None:
         for row in self.manifest.rows():
             key = row_key(row.line)
@@ -352,6 +405,32 @@ class Runner:
             else:
                 await queue.put(decision)
 
+        await self._produce_deletions(queue, journal)
+
+    async def _produce_deletions(
+        self, queue: asyncio.Queue[Decision | Deletion | object], journal: Journal
+    ) -> None:
+        for deletion in self._prune.unsafe:
+            log.warning(
+                "unsafe_name_not_deleted", namespace=deletion.namespace.namespace_name
+            )
+            journal.outcome_later(
+                {
+                    **_deletion_base(deletion),
+                    "outcome": Outcome.NOT_ATTEMPTED,
+                    "error_message": "name is unsafe in a URL path; never deleted",
+                }
+            )
+        for deletion in self._prune.deletions:
+            if deletion.key in self._done:
+                continue
+            if self._stop.is_set() or self._fatal is not None:
+                journal.outcome_later(
+                    {**_deletion_base(deletion), "outcome": Outcome.NOT_ATTEMPTED}
+                )
+                continue
+            await queue.put(deletion)
+
     def _adopted_outcome(self, key: str) -> Outcome:
         """A name found in the LIST is ours if an earlier run's call made it."""
         op = self._uncertain.get(key)
@@ -362,12 +441,15 @@ class Runner:
         return Outcome.EXISTING
 
     async def _worker(
-        self, queue: asyncio.Queue[Decision | object], journal: Journal
+        self, queue: asyncio.Queue[Decision | Deletion | object], journal: Journal
     ) -> None:
         while True:
             item = await queue.get()
             if item is _STOP:
                 return
+            if isinstance(item, Deletion):
+                await self._work_deletion(item, journal)
+                continue
             assert isinstance(item, Decision)
             if self._stop.is_set() or self._fatal is not None:
                 journal.outcome_later(_unattempted(item.row, item.account_id))
@@ -387,6 +469,69 @@ class Runner:
                 raise
             await journal.outcome(record)
             self._notify(str(record["outcome"]))
+
+    async def _work_deletion(self, deletion: Deletion, journal: Journal) -> None:
+        base = _deletion_base(deletion)
+        if self._stop.is_set() or self._fatal is not None:
+            journal.outcome_later({**base, "outcome": Outcome.NOT_ATTEMPTED})
+            return
+
+        name = deletion.namespace.namespace_name
+        await journal.intent(
+            op="delete",
+            key=deletion.key,
+            account_id=deletion.account_id,
+            namespace=name,
+            line=None,
+            sent=self.client.stats.requests_sent,
+        )
+        try:
+            attempts = await self._delete(deletion.account_id, name)
+        except asyncio.CancelledError:
+            journal.outcome_later(
+                {**base, "outcome": Outcome.NOT_ATTEMPTED, "unresolved": True}
+            )
+            raise
+        except (RunInterruptedError, TransientError) as exc:
+            if isinstance(exc, RunInterruptedError) or self._stop.is_set():
+                record = {**base, "outcome": Outcome.NOT_ATTEMPTED, "unresolved": True}
+            else:
+                record = {**base, **_failure_fields(exc)}
+        except ApiError as exc:
+            if isinstance(exc, CredentialsRefusedError):
+                self._on_refused(exc)
+            record = {**base, **_failure_fields(exc)}
+        else:
+            log.info("namespace_deleted", namespace=name, attempts=attempts)
+            record = {**base, "outcome": Outcome.DELETED, "attempts": attempts}
+        await journal.outcome(record)
+        self._notify(str(record["outcome"]))
+
+    async def _delete(self, account: str, name: str) -> int:
+        """DELETE a name; an unknown outcome or a 404 is settled by a lookup.
+
+        aiohttp sends a DELETE again by itself after a dropped connection, so
+        a 404 may answer our own earlier, successful DELETE.
+        """
+        uncertain = False
+
+        async def attempt() -> None:
+            nonlocal uncertain
+            if uncertain and await self._lookup(account, name) is None:
+                return
+            try:
+                await self.client.delete_namespace(account, name)
+            except NotFoundError:
+                if await self._lookup(account, name) is not None:
+                    raise
+            except ApiError as exc:
+                uncertain = uncertain or exc.may_have_committed
+                raise
+
+        result = await self.policy.call(
+            attempt, op="delete", name=name, idempotent=True
+        )
+        return result.attempts
 
     async def _cancel_after_grace(self, workers: list[asyncio.Task[None]]) -> None:
         await self._stop.wait()
@@ -633,6 +778,7 @@ class Runner:
             "requests_sent": self.client.stats.requests_sent,
             "retries": self.policy.retries_scheduled,
             "rate_limited": self.client.stats.rate_limited,
+            "unmanaged": self._unmanaged - len(self._prune.deletions),
             "accounts": {
                 account: ("refused" if view.refused else "ok")
                 for account, view in sorted(self._accounts.items())
@@ -691,18 +837,37 @@ def _settled(
     }
 
 
+def _failure_fields(exc: ApiError) -> dict[str, Any]:
+    detail = exc.message if exc.status is None else f"HTTP {exc.status}: {exc.message}"
+    return {
+        "outcome": Outcome.FAILED,
+        "error_code": exc.code,
+        "error_message": detail,
+    }
+
+
 def _failed(
     row: ManifestRow, account: str, exc: ApiError, *, attempts: int
 ) -> dict[str, Any]:
-    detail = exc.message if exc.status is None else f"HTTP {exc.status}: {exc.message}"
     return {
         **_base(row, account),
-        "outcome": Outcome.FAILED,
         "namespace_id": None,
         "created_on": None,
         "attempts": attempts,
-        "error_code": exc.code,
-        "error_message": detail,
+        **_failure_fields(exc),
+    }
+
+
+def _deletion_base(deletion: Deletion) -> dict[str, Any]:
+    namespace = deletion.namespace
+    return {
+        "key": deletion.key,
+        "line": None,
+        "account_id": deletion.account_id,
+        "namespace": namespace.namespace_name,
+        "namespace_id": namespace.namespace_id,
+        "created_on": namespace.created_on,
+        "attempts": 0,
     }
 
 

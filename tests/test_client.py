@@ -257,3 +257,15 @@ async def test_used_outside_context_raises() -> None:
         await api.list_namespaces(ACCOUNT)
     assert "token" not in repr(api).lower()
     await asyncio.sleep(0)
+
+
+async def test_server_message_echoing_the_token_is_masked(client: ApiClient) -> None:
+    """An error message that repeats the token reaches no error text."""
+    with aioresponses() as mocked:
+        mocked.post(COLLECTION, status=400, payload=failure(1, f"bad token {TOKEN}"))
+
+        with pytest.raises(PermanentError) as caught:
+            await client.create_namespace(ACCOUNT, "acme")
+
+    assert TOKEN not in caught.value.message
+    assert "***" in caught.value.message

@@ -1,0 +1,49 @@
+"""One run at a time per account on a host: a file lock per account.
+
+Two runs over the same account would each trust their own LIST and journal,
+and each could create what the other is creating. The lock files live in the
+system's temporary directory (``PROVISIONER_LOCK_DIR`` overrides it), one per
+account and API base URL, taken in sorted order so that runs over overlapping sets of accounts
+cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from provisioner.errors import LockHeldError
+
+
+def lock_dir() -> Path:
+    """Where lock files go."""
+    return Path(os.environ.get("PROVISIONER_LOCK_DIR") or tempfile.gettempdir())
+
+
+def lock_path(account_id: str, base_url: str) -> Path:
+    """The lock file of one account of one API (a sandbox is another API)."""
+    api = hashlib.sha256(base_url.encode()).hexdigest()[:12]
+    return lock_dir() / f"provisioner-{account_id}-{api}.lock"
+
+
+@contextlib.contextmanager
+def account_locks(accounts: Iterable[str], base_url: str) -> Iterator[None]:
+    """Hold every account's lock, or raise LockHeldError at once."""
+    with contextlib.ExitStack() as stack:
+        for account in sorted(set(accounts)):
+            path = lock_path(account, base_url)
+            lock = FileLock(path, timeout=0)
+            try:
+                stack.enter_context(lock)
+            except Timeout:
+                raise LockHeldError(
+                    f"Another provisioner run holds the lock for account {account} "
+                    f"({path}); wait for it to finish."
+                ) from None
+        yield
