@@ -3,8 +3,8 @@
 Two runs over the same account would each trust their own LIST and journal,
 and each could create what the other is creating. The lock files live in the
 system's temporary directory (``PROVISIONER_LOCK_DIR`` overrides it), one per
-account and API base URL, taken in sorted order so that runs over overlapping sets of accounts
-cannot deadlock.
+account and API base URL, taken in sorted order so that runs over overlapping
+sets of accounts cannot deadlock.
 """
 
 from __future__ import annotations

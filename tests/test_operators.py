@@ -18,6 +18,11 @@ SECRET_TOKEN = "tok-SECRET-5f0c1e9a77"
 SECRET_KEY = "key-SECRET-b2d4c6e8f0"
 
 
+def files_under(directory: Path) -> list[str]:
+    """The text of every file below ``directory``."""
+    return [p.read_text() for p in directory.rglob("*") if p.is_file()]
+
+
 async def test_plan_exit_codes_follow_pending_changes(
     tmp_path: Path, make_sandbox: MakeSandbox
 ) -> None:
@@ -260,7 +265,7 @@ async def test_secrets_appear_nowhere(
     assert result.code == 5
     assert bad.code == 4
     texts = [result.stdout, result.stderr, bad.stdout, bad.stderr]
-    texts += [p.read_text() for p in tmp_path.rglob("*") if p.is_file()]
+    texts += files_under(tmp_path)
     for text in texts:
         assert SECRET_TOKEN not in text
         assert SECRET_KEY not in text
