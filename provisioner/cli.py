@@ -395,6 +395,7 @@ def apply(
                     prune=prune,
                     prune_threshold=prune_threshold,
                     force_prune=force_prune,
+                    lock_dir=s.lock_dir,
                 ),
             )
             with progress, _signals(runner):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -21,23 +20,21 @@ from filelock import FileLock, Timeout
 from provisioner.errors import LockHeldError
 
 
-def lock_dir() -> Path:
-    """Where lock files go."""
-    return Path(os.environ.get("PROVISIONER_LOCK_DIR") or tempfile.gettempdir())
-
-
-def lock_path(account_id: str, base_url: str) -> Path:
+def lock_path(account_id: str, base_url: str, directory: Path | None = None) -> Path:
     """The lock file of one account of one API (a sandbox is another API)."""
     api = hashlib.sha256(base_url.encode()).hexdigest()[:12]
-    return lock_dir() / f"provisioner-{account_id}-{api}.lock"
+    where = directory or Path(tempfile.gettempdir())
+    return where / f"provisioner-{account_id}-{api}.lock"
 
 
 @contextlib.contextmanager
-def account_locks(accounts: Iterable[str], base_url: str) -> Iterator[None]:
+def account_locks(
+    accounts: Iterable[str], base_url: str, directory: Path | None = None
+) -> Iterator[None]:
     """Hold every account's lock, or raise LockHeldError at once."""
     with contextlib.ExitStack() as stack:
         for account in sorted(set(accounts)):
-            path = lock_path(account, base_url)
+            path = lock_path(account, base_url, directory)
             lock = FileLock(path, timeout=0)
             try:
                 stack.enter_context(lock)

@@ -85,6 +85,7 @@ class RunOptions:
     prune: bool = False
     prune_threshold: float = DEFAULT_THRESHOLD
     force_prune: bool = False
+    lock_dir: Path | None = None
 
 
 @dataclass
@@ -161,7 +162,7 @@ class Runner:
         """All phases; returns the exit code and where the report is."""
         started_at, started_s = utc_now(), time.monotonic()
         self._wanted = self._accounts_in_manifest()
-        with account_locks(self._wanted, self.client.base_url):
+        with account_locks(self._wanted, self.client.base_url, self.options.lock_dir):
             return await self._run_locked(started_at, started_s)
 
     async def _run_locked(self, started_at: str, started_s: float) -> RunResult:

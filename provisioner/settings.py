@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     grace_s: float = Field(default=30.0, ge=0)
 
     report_dir: Path = Path("reports")
+    lock_dir: Path | None = None  # default: the system's temporary directory
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     name_pattern: str = DEFAULT_NAME_PATTERN

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -201,13 +200,9 @@ async def test_second_run_on_the_same_account_exits_7(
     server = await make_sandbox(clock=time.monotonic)
     manifest = write_csv_manifest(tmp_path / "m.csv", ["alpha"])
     env = sandbox_env(server, PROVISIONER_LOCK_DIR=str(tmp_path))
-    os.environ["PROVISIONER_LOCK_DIR"] = str(tmp_path)
 
-    try:
-        with account_locks([ACCOUNT], server.base_url):
-            result = await run_cli("apply", str(manifest), env=env)
-    finally:
-        del os.environ["PROVISIONER_LOCK_DIR"]
+    with account_locks([ACCOUNT], server.base_url, tmp_path):
+        result = await run_cli("apply", str(manifest), env=env)
 
     assert result.code == 7
     assert "lock" in result.stderr
