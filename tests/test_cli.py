@@ -1,0 +1,139 @@
+"""The command line itself: validate, usage errors, progress and log setup."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import structlog
+
+from provisioner.cli import run
+from provisioner.logs import SecretMasker, configure_logging, use_json
+from provisioner.progress import ProgressDisplay
+
+
+class FakeTerminal(io.StringIO):
+    """A text stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_validate_lists_every_problem_and_exits_4(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """validate reports all bad rows at once, with file, line and field."""
+    manifest = write(tmp_path / "m.csv", "namespace\nok-name\nBad\nbad/name\n")
+
+    code = run(["validate", str(manifest)])
+
+    err = capsys.readouterr().err
+    assert code == 4
+    assert f"{manifest}:3: namespace:" in err
+    assert f"{manifest}:4: namespace:" in err
+
+
+def test_validate_json_and_warnings_only_exit_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An exact repeat is only a warning: exit 0, and the JSON says so."""
+    manifest = write(tmp_path / "m.csv", "namespace\nalpha\nalpha\n")
+
+    code = run(["validate", str(manifest), "--json"])
+
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert report["ok"] is True
+    assert report["warnings"] == 1
+    assert report["problems"][0]["line"] == 3
+
+
+def test_validate_whole_file_problem_as_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file without the namespace column is exit 4 with a JSON error."""
+    manifest = write(tmp_path / "m.csv", "tenant\nx\n")
+
+    code = run(["validate", str(manifest), "--json"])
+
+    report = json.loads(capsys.readouterr().out)
+    assert code == 4
+    assert report["ok"] is False
+    assert report["problems"]
+
+
+def test_missing_manifest_file_is_exit_4(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A manifest path that does not exist is bad input, not a crash."""
+    code = run(["validate", str(tmp_path / "absent.csv")])
+
+    assert code == 4
+    assert "absent.csv" in capsys.readouterr().err
+
+
+def test_version_and_help_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
+    """--version and --help succeed and print something useful."""
+    assert run(["--version"]) == 0
+    assert "provisioner" in capsys.readouterr().out
+    assert run(["apply", "--help"]) == 0
+    assert "--prune" in capsys.readouterr().out
+
+
+def test_bad_option_value_is_exit_4(capsys: pytest.CaptureFixture[str]) -> None:
+    """A malformed option value is a usage error, exit 4."""
+    assert run(["plan", "m.csv", "--concurrency", "many"]) == 4
+
+
+def test_progress_draws_only_on_a_terminal() -> None:
+    """The bar is drawn on a terminal and not elsewhere or with --quiet."""
+    terminal, pipe, quiet = FakeTerminal(), io.StringIO(), FakeTerminal()
+
+    for stream, enabled in ((terminal, True), (pipe, True), (quiet, False)):
+        with ProgressDisplay(total=3, enabled=enabled, stream=stream) as progress:
+            for _ in range(3):
+                progress.advance("created")
+
+    assert "3/3" in terminal.getvalue()
+    assert pipe.getvalue() == ""
+    assert quiet.getvalue() == ""
+
+
+def test_log_format_auto_follows_the_terminal() -> None:
+    """auto means console on a terminal and JSON elsewhere."""
+    assert use_json("auto", io.StringIO())
+    assert not use_json("auto", FakeTerminal())
+    assert use_json("json", FakeTerminal())
+    assert not use_json("console", io.StringIO())
+
+
+def test_secret_masker_hides_secrets_in_any_field() -> None:
+    """Every secret value is replaced wherever it appears in an event."""
+    masker = SecretMasker(["s3cr3t"])
+    event = {"event": "x", "url": "https://a/?t=s3cr3t", "error": ValueError("s3cr3t")}
+
+    masked = masker(None, "info", event)
+
+    assert "s3cr3t" not in json.dumps({k: str(v) for k, v in masked.items()})
+
+
+def test_configured_json_logs_carry_event_and_level() -> None:
+    """configure_logging writes one JSON object per event, secrets masked."""
+    stream = io.StringIO()
+    configure_logging(log_format="json", level="info", secrets=["tok"], stream=stream)
+
+    structlog.get_logger("t").info("run_started", note="tok here")
+    structlog.get_logger("t").debug("hidden_below_level")
+
+    (line,) = stream.getvalue().splitlines()
+    event = json.loads(line)
+    assert event["event"] == "run_started"
+    assert event["level"] == "info"
+    assert event["note"] == "*** here"
