@@ -39,10 +39,13 @@ def _digest(values: RowValues) -> int:
     A YAML ``no`` and ``"no"`` differ: one is refused, the other accepted.
     Python's string hash is keyed per process, which is all a single pass needs.
     """
-    written = sorted((name, text) for name, text in values.text.items() if text)
-    typed = sorted(values.not_text) if values.not_text else ()
+    if "" in values.text.values():
+        written = frozenset((name, text) for name, text in values.text.items() if text)
+    else:
+        written = frozenset(values.text.items())
+    typed = frozenset(values.not_text or ())
 
-    return hash((tuple(written), tuple(typed))) & _DIGEST_MASK
+    return hash((written, typed)) & _DIGEST_MASK
 
 
 def lines_text(lines: list[int]) -> str:

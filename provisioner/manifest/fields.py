@@ -61,16 +61,18 @@ class _RowCheck:
 
     def raw(self, name: str) -> str | None:
         """The value of ``name`` as written, or None when empty or skipped."""
-        if name in self.skip:
-            return None
         value = self.values.text.get(name)
+        if not value or name in self.skip:
+            return None
 
-        return value or None
+        return value
 
     def text(self, name: str) -> str | None:
         """The value of column ``name`` as text, or None when empty or unusable."""
         value = self.raw(name)
-        advice = None if value is None else self.values.advice(name)
+        if value is None or self.values.not_text is None:
+            return value
+        advice = self.values.not_text.get(name)
         if advice is not None:
             self.error(name, f"{name} {value!r} is not text: {advice}", "not-text")
             return None

@@ -107,10 +107,6 @@ class RowValues:
         """The line where field ``name`` is written."""
         return row_line if self.lines is None else self.lines.get(name, row_line)
 
-    def advice(self, name: str) -> str | None:
-        """Why the value of ``name`` is not text, if it is not."""
-        return None if self.not_text is None else self.not_text.get(name)
-
 
 @dataclass(slots=True)
 class Entry:

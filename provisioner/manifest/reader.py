@@ -33,14 +33,15 @@ def _line_key(problem: Problem) -> int:
     return problem.line or 0
 
 
-def _refusal(problems: list[Problem]) -> ManifestError:
-    """The exception for a manifest that cannot be used, holding every problem."""
+def _refusal(problems: list[Problem], reason: Problem) -> ManifestError:
+    """The exception for a manifest that cannot be used, holding every problem.
+
+    Its message is ``reason``, the problem that makes the whole file unusable.
+    """
     problems = sorted(problems, key=_line_key)
-    fatal = [p for p in problems if p.severity == "error"]
-    first = (fatal or problems)[0]
     more = len(problems) - 1
 
-    message = first.render()
+    message = reason.render()
     if more:
         message += f" (and {more} more problem{'s' if more > 1 else ''})"
     return ManifestError(message, problems)
@@ -81,7 +82,8 @@ class _Collector:
                     code="too-many-rows",
                 )
             )
-        self.row_problems.extend((entry.line, p) for p in entry.problems)
+        if entry.problems:
+            self.row_problems.extend((entry.line, p) for p in entry.problems)
         if entry.values is not None:
             self.tracker.add(entry.line, entry.values)
             if not self.columns.keys() >= entry.values.text.keys():
@@ -92,9 +94,11 @@ class _Collector:
         rows = [p for _, p in self.row_problems]
         return sorted(self.file_problems + rows, key=_line_key)
 
-    def fatal(self) -> bool:
-        """Whether a problem of the file as a whole makes it unusable."""
-        return any(p.severity == "error" for p in self.file_problems)
+    def fatal(self) -> Problem | None:
+        """The first problem of the file as a whole that makes it unusable."""
+        errors = [p for p in self.file_problems if p.severity == "error"]
+
+        return min(errors, key=_line_key) if errors else None
 
     def _repeats_of_invalid(self, duplicate_of: dict[int, int]) -> None:
         """Mark exact repeats of an invalid row invalid too, with the reason.
@@ -129,7 +133,7 @@ class _Collector:
         for problems in validation.row_problems.values():
             problems.sort(key=_line_key)
 
-        if validation.rows_total == 0 and not self.fatal():
+        if validation.rows_total == 0 and self.fatal() is None:
             self.file_problems.append(
                 Problem(
                     self.file,
@@ -174,35 +178,29 @@ class Manifest:
 
         fmt = FORMATS.get(self.path.suffix.lower())
         if fmt is None:
-            raise _refusal(
-                [
-                    Problem(
-                        self.file,
-                        None,
-                        None,
-                        f"The extension {self.path.suffix or '(none)'!r} says "
-                        "nothing about the format; name the file .csv (or .tsv) "
-                        "for CSV, or .yaml for YAML.",
-                        code="format",
-                    )
-                ]
+            problem = Problem(
+                self.file,
+                None,
+                None,
+                f"The extension {self.path.suffix or '(none)'!r} says nothing "
+                "about the format; name the file .csv (or .tsv) for CSV, or .yaml "
+                "for YAML.",
+                code="format",
             )
+            raise _refusal([problem], problem)
         self.format: str = fmt
         if delimiter is not None and (
             len(delimiter) != 1 or delimiter in '"\r\n' or delimiter.isalnum()
         ):
-            raise _refusal(
-                [
-                    Problem(
-                        self.file,
-                        None,
-                        None,
-                        f"The delimiter {delimiter!r} cannot separate CSV values; "
-                        "give one character such as ',', ';' or a tab.",
-                        code="delimiter",
-                    )
-                ]
+            problem = Problem(
+                self.file,
+                None,
+                None,
+                f"The delimiter {delimiter!r} cannot separate CSV values; give one "
+                "character such as ',', ';' or a tab.",
+                code="delimiter",
             )
+            raise _refusal([problem], problem)
 
     @property
     def validation(self) -> Validation | None:
@@ -273,11 +271,13 @@ class Manifest:
             for item in self._scan(ctx):
                 collector.add(item)
         except Refused as exc:
-            raise _refusal(collector.problems() + exc.problems) from None
+            problems = collector.problems() + exc.problems
+            raise _refusal(problems, exc.problems[0]) from None
         validation = collector.finish(ctx.digest.hexdigest())
 
-        if collector.fatal():
-            raise _refusal(validation.problems)
+        fatal = collector.fatal()
+        if fatal is not None:
+            raise _refusal(validation.problems, fatal)
         self._validation = validation
         self._stamp = ctx.stamp
         return validation
@@ -300,10 +300,11 @@ class Manifest:
                 if item.line not in validation.invalid_lines:
                     yield item.row
         except Refused as exc:
-            raise _refusal(exc.problems) from None
+            raise _refusal(exc.problems, exc.problems[0]) from None
 
         if ctx.digest.hexdigest() != validation.sha256:
-            raise _refusal([_changed(ctx)])
+            changed = _changed(ctx)
+            raise _refusal([changed], changed)
 
 
 def _changed(ctx: ScanContext) -> Problem:

@@ -6,7 +6,7 @@ empty value reads back as absent). ``ManifestRow.line`` is the one field that
 changes, since it is where the row lands in the new file.
 
 CSV gets a header of every column used, known columns first, in UTF-8 with
-``\\n`` line ends; values with separators, quotes or line breaks are quoted by
+CRLF line ends; values with separators, quotes or line breaks are quoted by
 the csv module. YAML is written by hand rather than by a dumper, so that every
 string is double-quoted (no ``no`` or ``0123`` can turn into something else for
 any reader) and ``trusted_workers`` is a bare ``true`` or ``false``.
@@ -62,7 +62,9 @@ def _columns(rows: list[ManifestRow]) -> list[str]:
 
 def _write_csv(out: TextIO, rows: list[ManifestRow]) -> None:
     columns = _columns(rows)
-    writer = csv.writer(out, lineterminator="\n")
+    # CRLF, as RFC 4180 has it: the csv module then quotes any value holding a
+    # lone carriage return, which it would otherwise write bare.
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(columns)
     for row in rows:
         values = row.columns()
