@@ -36,6 +36,14 @@ def held(server: SandboxServer) -> dict[str, str]:
     return {ns.namespace_name: ns.namespace_id for ns in server.store.list_for(ACCOUNT)}
 
 
+async def wait_for_creates(server: SandboxServer, count: int, timeout_s: float) -> None:
+    """Return once the sandbox has committed ``count`` creates in all."""
+    deadline = time.monotonic() + timeout_s
+    while server.stats()["creates_committed"] < count:
+        assert time.monotonic() < deadline, f"fewer than {count} creates"
+        await asyncio.sleep(0.01)
+
+
 def assert_report_matches_sandbox(report_dir: Path, server: SandboxServer) -> None:
     """Every row is created with exactly the ID the sandbox holds for its name."""
     rows = read_report(report_dir)["rows"]
@@ -156,7 +164,8 @@ async def test_killed_runs_resume_to_a_complete_report(
     args = ["apply", str(manifest), "--report-dir", str(tmp_path)]
     created_before_kill = []
 
-    for kill_after_s in (0.9, 1.3, 0.7):
+    # Kill when the sandbox has seen this many creates, whatever the machine's speed.
+    for kill_at in (150, 450, 700):
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -166,14 +175,14 @@ async def test_killed_runs_resume_to_a_complete_report(
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )
-        await asyncio.sleep(kill_after_s)
+        await wait_for_creates(server, kill_at, timeout_s=60)
         process.kill()
         await process.wait()
         created_before_kill.append(len(held(server)))
     result = await run_cli(*args, env=env, timeout_s=120)
 
     assert result.code == 0, result.stderr[-3000:]
-    assert created_before_kill[0] > 0
+    assert created_before_kill[0] >= 150
     assert created_before_kill[-1] < 1000, "the last kill came after the end"
     stats = server.stats()
     assert stats["duplicate_creates"] == 0
@@ -230,7 +239,7 @@ async def test_sigterm_finishes_in_flight_calls_and_writes_the_report(
         stderr=asyncio.subprocess.PIPE,
     )
 
-    await asyncio.sleep(1.6)
+    await wait_for_creates(server, 150, timeout_s=60)
     process.send_signal(signal.SIGTERM)
     _, stderr = await asyncio.wait_for(process.communicate(), 60)
 
