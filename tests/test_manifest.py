@@ -54,17 +54,15 @@ def big_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_rows_streams_a_large_file_in_little_memory(big_csv: Path) -> None:
-    """Streaming 100,000 rows holds a small fraction of the file in memory.
-
-    Memory is traced over the first 10,000 rows only (tracing every allocation
-    makes Python ten times slower): reading the file whole at the start, or
-    keeping the rows, would both show there, as megabytes.
-    """
+    """Streaming 100,000 rows holds a small fraction of the file in memory."""
     manifest = Manifest(big_csv)
     validation = manifest.validate()
     size_bytes = big_csv.stat().st_size
     rows = manifest.rows()
 
+    # Traced over the first 10,000 rows only, since tracing every allocation
+    # makes Python ten times slower: reading the file whole at the start, or
+    # keeping the rows, would both show there, as megabytes.
     tracemalloc.start()
     try:
         traced = sum(1 for _ in itertools.islice(rows, 10_000))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from provisioner.errors import Problem
 from provisioner.models import ManifestRow
@@ -147,6 +147,14 @@ class Refused(Exception):
         self.problems = list(problems)
 
 
+class Digest(Protocol):
+    """What the readers need of a hash object such as ``hashlib.sha256()``."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
 @dataclass
 class ScanContext:
     """What a reader needs, and what it reports back besides the items."""
@@ -155,7 +163,7 @@ class ScanContext:
     policy: NamePolicy
     limits: ManifestLimits
     delimiter: str | None = None
-    digest: Any = field(default_factory=hashlib.sha256)
+    digest: Digest = field(default_factory=hashlib.sha256)
     # (size, modification time) when the file was opened, to notice a change.
     stamp: tuple[int, int] | None = None
 

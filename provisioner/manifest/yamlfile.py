@@ -402,11 +402,11 @@ def _root_mapping(loader: _Loader, ctx: ScanContext) -> Iterator[ScanItem]:
             loader.compose_at(1)
             continue
         if name != "tenants":
-            shown = key.value if isinstance(key, ScalarNode) else _kind(key)
+            shown = repr(key.value) if isinstance(key, ScalarNode) else _kind(key)
             yield ctx.problem(
                 line,
                 None,
-                f"Unknown top-level key {shown!r}; a manifest mapping holds only "
+                f"Unknown top-level key {shown}; a manifest mapping holds only "
                 "'tenants:', the list of entries.",
                 "unknown-key",
             )
