@@ -44,6 +44,7 @@ from provisioner.pacing import Pacer
 from provisioner.plan import Plan, build_plan, list_accounts
 from provisioner.progress import ProgressDisplay
 from provisioner.prune import DEFAULT_THRESHOLD
+from provisioner.publish import publish_plan, publish_run
 from provisioner.reconcile import Action
 from provisioner.retry import RetryPolicy
 from provisioner.runner import Runner, RunOptions
@@ -105,6 +106,12 @@ def _common_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--log-level", type=click.Choice(["debug", "info", "warning", "error"])
         ),
         click.option("--name-pattern", help="Regular expression names must match."),
+        click.option(
+            "--metrics-textfile",
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="Write Prometheus metrics here (node_exporter textfile collector; "
+            "name it *.prom).",
+        ),
         click.option("--quiet", is_flag=True, help="No progress bar or summary."),
     ]
     for option in reversed(options):
@@ -150,6 +157,7 @@ def _gather(kwargs: dict[str, Any]) -> Common:
         "log_format",
         "log_level",
         "name_pattern",
+        "metrics_textfile",
     )
     overrides = {key: kwargs.pop(key, None) for key in keys}
     return Common(
@@ -306,10 +314,12 @@ def plan(
                 prune_threshold=prune_threshold,
                 force_prune=force_prune,
             )
+        plan_json = the_plan.to_json()
         if as_json:
-            click.echo(json.dumps(the_plan.to_json(), indent=2))
+            click.echo(json.dumps(plan_json, indent=2))
         else:
             click.echo(the_plan.render_text())
+        publish_plan(plan_json)
         return _plan_exit_code(the_plan)
 
     return asyncio.run(go())
@@ -400,6 +410,7 @@ def apply(
             )
             with progress, _signals(runner):
                 result = await runner.run()
+            await publish_run(s, result.summary, result.journal_path)
         if not common.quiet:
             click.echo(_summary_line(result.summary, result.report.json_path))
         return result.exit_code

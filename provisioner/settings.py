@@ -83,6 +83,10 @@ class Settings(BaseSettings):
 
     report_dir: Path = Path("reports")
     lock_dir: Path | None = None  # default: the system's temporary directory
+    metrics_textfile: Path | None = None
+    # May hold basic-auth credentials, so it is kept out of reprs like a token.
+    pushgateway_url: SecretStr | None = None
+    pushgateway_job: str = "provisioner"
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     name_pattern: str = DEFAULT_NAME_PATTERN

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import read_report, run_cli, sandbox_env, write_csv_manifest
+from prometheus_client.parser import text_string_to_metric_families
 from sandbox_fixtures import ACCOUNT, MakeSandbox
 
 from provisioner.lock import account_locks
@@ -264,3 +265,41 @@ async def test_secrets_appear_nowhere(
     for text in texts:
         assert SECRET_TOKEN not in text
         assert SECRET_KEY not in text
+
+
+async def test_scheduled_run_leaves_logs_metrics_summary_and_report(
+    tmp_path: Path, make_sandbox: MakeSandbox
+) -> None:
+    """Off a terminal: JSON logs, a parseable metrics textfile, a CI summary, report."""
+    server = await make_sandbox(clock=time.monotonic)
+    manifest = write_csv_manifest(tmp_path / "m.csv", ["alpha", "beta", "bad/name"])
+    textfile = tmp_path / "metrics" / "provisioner.prom"
+    textfile.parent.mkdir()
+    step_summary = tmp_path / "summary.md"
+    step_summary.write_text("earlier step\n")
+    env = sandbox_env(
+        server,
+        PROVISIONER_METRICS_TEXTFILE=str(textfile),
+        GITHUB_STEP_SUMMARY=str(step_summary),
+    )
+
+    result = await run_cli(
+        "apply",
+        str(manifest),
+        "--skip-invalid",
+        "--report-dir",
+        str(tmp_path / "reports"),
+        env=env,
+    )
+
+    assert result.code == 3
+    assert all(json.loads(line) for line in result.stderr.splitlines() if line)
+    families = {f.name: f for f in text_string_to_metric_families(textfile.read_text())}
+    rows = {s.labels["outcome"]: s.value for s in families["provisioner_rows"].samples}
+    assert rows["created"] == 2
+    assert rows["invalid"] == 1
+    assert families["provisioner_exit_code"].samples[0].value == 3
+    summary = step_summary.read_text()
+    assert summary.startswith("earlier step\n")
+    assert "bad/name" in summary or "line 4" in summary or "| 4 |" in summary
+    assert read_report(tmp_path / "reports")["summary"]["exit_code"] == 3
