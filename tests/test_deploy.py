@@ -998,6 +998,11 @@ def run_step(
     )
 
 
+def report_dir_of(workflow: Mapping[str, Any], workspace: Path) -> Path:
+    """The directory the workflow's report and artifacts go to."""
+    return workspace / workflow_global_env(workflow)[report_dir_env_name()]
+
+
 def fake_program(exit_code: int) -> str:
     """A stand-in for provisioner that prints a plan line and exits so."""
     return f"#!/bin/sh\necho 'Plan: fake.'\nexit {exit_code}\n"
@@ -1579,8 +1584,10 @@ def test_workflow_plan_step_passes_only_on_0_and_2(
     done = run_step(workflow, job, step, workspace, fake_program(code), GITHUB_CONTEXT)
 
     assert (done.returncode == 0) == (code in (0, 2)), done.output
-    assert "Plan: fake." in done.summary
-    assert f"exit code {code}" in done.summary
+    assert ("::error::" in done.output) == (code not in (0, 2))
+    assert (
+        "Plan: fake." in (report_dir_of(workflow, workspace) / "plan.json").read_text()
+    )
 
 
 @pytest.mark.parametrize("code", [0, 3, 6])
@@ -1593,7 +1600,6 @@ def test_workflow_apply_step_passes_only_on_0(
     done = run_step(workflow, job, step, workspace, fake_program(code), GITHUB_CONTEXT)
 
     assert done.returncode == code, done.output
-    assert "No report was written" in done.summary
 
 
 def test_workflow_plan_is_skipped_without_the_secret(
@@ -1607,6 +1613,7 @@ def test_workflow_plan_is_skipped_without_the_secret(
 
     assert done.returncode == 0, done.output
     assert "plan skipped" in done.output
+    assert "Plan skipped" in done.summary
 
 
 def test_workflow_harness_catches_a_step_that_fails_on_pending_changes(
@@ -1626,7 +1633,7 @@ def test_workflow_harness_catches_a_step_that_fails_on_pending_changes(
 def test_workflow_steps_work_end_to_end_on_the_sandbox(
     workflow: dict[str, Any], workspace: Path
 ) -> None:
-    """Validate, plan and apply pass on the sandbox and the summary shows the report."""
+    """Validate, plan and apply pass on the sandbox and fill summary and artifacts."""
     program = sandbox_program()
     _, validate = step_running(workflow, "validate")
     plan_job, plan = step_running(workflow, "plan")
@@ -1636,13 +1643,13 @@ def test_workflow_steps_work_end_to_end_on_the_sandbox(
     planned = run_step(workflow, plan_job, plan, workspace, program, GITHUB_CONTEXT)
     applied = run_step(workflow, apply_job, apply, workspace, program, GITHUB_CONTEXT)
 
+    report_dir = report_dir_of(workflow, workspace)
     assert checked.returncode == 0, checked.output
     assert planned.returncode == 0, planned.output
-    assert "exit code 2" in planned.summary
-    assert "to create" in planned.summary
+    assert json.loads((report_dir / "plan.json").read_text())["changes_pending"]
+    assert "plan" in planned.summary
     assert applied.returncode == 0, applied.output
-    assert "| created |" in applied.summary
-    report_dir = workspace / workflow_global_env(workflow)[report_dir_env_name()]
+    assert "apply" in applied.summary
     assert (report_dir / "report.json").is_file()
 
 
