@@ -215,7 +215,7 @@ class Runner:
             log.warning(
                 "journal_set_aside",
                 path=str(path),
-                reason="unfinished journal of another manifest",
+                reason="--fresh" if self.options.resume is False else "other manifest",
                 open_intents=len(state.open_intents),
             )
         if path.exists():
@@ -295,6 +295,8 @@ class Runner:
                     idempotent=True,
                 )
                 found = looked_up.value
+            except RunInterruptedError:
+                return
             except ApiError as exc:
                 log.warning("intent_unresolved", namespace=name, error=str(exc))
                 continue
@@ -305,7 +307,12 @@ class Runner:
     # -- phase 3: one LIST per account ----------------------------------------
 
     async def _list_accounts(self, accounts: set[str]) -> None:
-        self._accounts = await list_accounts(self.client, self.policy, accounts)
+        try:
+            self._accounts = await list_accounts(self.client, self.policy, accounts)
+        except RunInterruptedError:
+            # Stopped before the LIST: every row is reported not_attempted.
+            self._accounts = {account: AccountView() for account in accounts}
+            return
         refusals = [v.refused for v in self._accounts.values()]
         if refusals and all(refusals):
             # Refused everywhere: the credentials, not one account, are wrong.

@@ -1,0 +1,216 @@
+"""The runner in-process: duplicates, journals set aside, conflicts, stops, refusals."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sandbox_fixtures import ACCOUNT, TOKEN_HEADERS, MakeSandbox
+
+from provisioner.client import ApiClient
+from provisioner.errors import PermanentError
+from provisioner.journal import JOURNAL_NAME, read_state
+from provisioner.manifest import Manifest
+from provisioner.pacing import Pacer
+from provisioner.retry import RetryPolicy
+from provisioner.runner import RunOptions, Runner
+from provisioner.sandbox import SandboxServer
+
+RunnerFactory = Callable[..., Runner]
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+async def server(make_sandbox: MakeSandbox) -> SandboxServer:
+    return await make_sandbox(quota=0)
+
+
+@pytest.fixture
+async def client(server: SandboxServer) -> AsyncIterator[ApiClient]:
+    async with ApiClient(
+        base_url=server.base_url, auth_headers=TOKEN_HEADERS, pacer=Pacer(10_000, 1.0)
+    ) as api:
+        yield api
+
+
+@pytest.fixture
+def make_runner(client: ApiClient, tmp_path: Path) -> RunnerFactory:
+    def make(manifest: Path, **options: Any) -> Runner:
+        the_manifest = Manifest(manifest)
+        options.setdefault("lock_dir", tmp_path)
+        return Runner(
+            manifest=the_manifest,
+            validation=the_manifest.validate(),
+            client=client,
+            policy=RetryPolicy(backoff_initial_s=0.001, backoff_max_s=0.01),
+            report_dir=tmp_path / "reports",
+            default_account=ACCOUNT,
+            concurrency=4,
+            options=RunOptions(**options),
+        )
+
+    return make
+
+
+def rows_of(tmp_path: Path) -> list[dict[str, Any]]:
+    report = json.loads((tmp_path / "reports" / "report.json").read_text())
+    rows: list[dict[str, Any]] = report["rows"]
+    return rows
+
+
+async def test_exact_repeat_is_provisioned_once_and_reported_twice(
+    tmp_path: Path, server: SandboxServer, make_runner: RunnerFactory
+) -> None:
+    """A row repeated exactly is created once; both rows carry the same ID."""
+    manifest = write(tmp_path / "m.csv", "namespace,tenant_id\na,1\nb,2\na,1\n")
+
+    result = await make_runner(manifest).run()
+
+    assert result.exit_code == 0
+    rows = rows_of(tmp_path)
+    assert [r["row"] for r in rows] == [2, 3, 4]
+    assert rows[2]["namespace_id"] == rows[0]["namespace_id"]
+    assert rows[2]["outcome"] == "created"
+    assert server.stats()["creates_committed"] == 2
+
+
+async def test_conflicting_rename_fails_its_row_and_sends_nothing_for_it(
+    tmp_path: Path, server: SandboxServer, make_runner: RunnerFactory
+) -> None:
+    """A rename with neither name present is a failed row with its reason."""
+    manifest = write(
+        tmp_path / "m.csv", "namespace,previous_name\nnew-one,old-one\nplain,\n"
+    )
+
+    result = await make_runner(manifest).run()
+
+    assert result.exit_code == 3
+    rows = {r["namespace"]: r for r in rows_of(tmp_path)}
+    assert rows["new-one"]["outcome"] == "failed"
+    assert "neither" in rows["new-one"]["error_message"]
+    assert rows["plain"]["outcome"] == "created"
+    assert server.stats()["creates_committed"] == 1
+
+
+async def test_fresh_sets_an_unfinished_journal_aside(
+    tmp_path: Path, make_runner: RunnerFactory
+) -> None:
+    """--fresh archives an unfinished journal instead of resuming it."""
+    manifest = write(tmp_path / "m.csv", "namespace\na\n")
+    stopped = make_runner(manifest)
+    stopped.request_stop()
+    first = await stopped.run()
+
+    second = await make_runner(manifest, resume=False).run()
+
+    assert first.exit_code == 6
+    assert second.exit_code == 0
+    assert second.summary["resumed"] is False
+    assert len(list((tmp_path / "reports" / "history").iterdir())) == 1
+
+
+async def test_changed_manifest_does_not_resume(
+    tmp_path: Path, make_runner: RunnerFactory
+) -> None:
+    """An unfinished journal of other content is set aside, not resumed."""
+    stopped = make_runner(write(tmp_path / "m.csv", "namespace\na\n"))
+    stopped.request_stop()
+    await stopped.run()
+
+    result = await make_runner(write(tmp_path / "m2.csv", "namespace\nb\n")).run()
+
+    assert result.summary["resumed"] is False
+    assert [r["namespace"] for r in rows_of(tmp_path)] == ["b"]
+
+
+async def test_stop_mid_run_reports_every_row(
+    tmp_path: Path, server: SandboxServer, make_runner: RunnerFactory
+) -> None:
+    """A stop after a few outcomes: exit 6, the rest not_attempted, all reported."""
+    names = "\n".join(f"n-{i:03d}" for i in range(60))
+    manifest = write(tmp_path / "m.csv", f"namespace\n{names}\n")
+    runner: Runner | None = None
+    seen = []
+
+    def on_outcome(outcome: str) -> None:
+        seen.append(outcome)
+        if len(seen) == 5 and runner is not None:
+            runner.request_stop()
+
+    runner = make_runner(manifest, on_outcome=on_outcome)
+    result = await runner.run()
+
+    rows = rows_of(tmp_path)
+    assert result.exit_code == 6
+    assert len(rows) == 60
+    created = {r["namespace"] for r in rows if r["outcome"] == "created"}
+    held = {ns.namespace_name for ns in server.store.list_for(ACCOUNT)}
+    assert created == held
+    assert {r["outcome"] for r in rows} == {"created", "not_attempted"}
+    state = read_state(tmp_path / "reports" / JOURNAL_NAME)
+    assert state is not None
+    assert not state.finished
+
+
+async def test_failed_trust_update_after_create_keeps_the_id(
+    tmp_path: Path,
+    server: SandboxServer,
+    client: ApiClient,
+    make_runner: RunnerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """If the PATCH after a create fails, the row still carries the new ID."""
+    manifest = write(tmp_path / "m.csv", "namespace,trusted_workers\nt,true\n")
+
+    async def refuse(*args: object, **kwargs: object) -> None:
+        raise PermanentError("nope", status=400, code=10001)
+
+    monkeypatch.setattr(client, "update_namespace", refuse)
+    result = await make_runner(manifest).run()
+
+    (row,) = rows_of(tmp_path)
+    (held,) = server.store.list_for(ACCOUNT)
+    assert result.exit_code == 3
+    assert row["outcome"] == "failed"
+    assert row["namespace_id"] == held.namespace_id
+    assert "trusted_workers" in row["error_message"]
+
+
+async def test_unsafe_unmanaged_name_is_never_deleted(
+    tmp_path: Path, server: SandboxServer, make_runner: RunnerFactory
+) -> None:
+    """Pruning reports an unmanaged name unsafe in a URL and leaves it alone."""
+    server.seed(ACCOUNT, ["keep", "has space", "stray"])
+    manifest = write(tmp_path / "m.csv", "namespace\nkeep\n")
+
+    result = await make_runner(manifest, prune=True, force_prune=True).run()
+
+    rows = {r["namespace"]: r for r in rows_of(tmp_path)}
+    assert result.exit_code == 0
+    assert rows["stray"]["outcome"] == "deleted"
+    assert rows["has space"]["outcome"] == "not_attempted"
+    assert "unsafe" in rows["has space"]["error_message"]
+    held = sorted(ns.namespace_name for ns in server.store.list_for(ACCOUNT))
+    assert held == ["has space", "keep"]
+
+
+async def test_refused_only_account_is_exit_5(
+    tmp_path: Path, make_runner: RunnerFactory
+) -> None:
+    """When the only account refuses its LIST, every row fails: exit 5."""
+    other = "fedcba9876543210fedcba9876543210"
+    manifest = write(
+        tmp_path / "m.csv", f"namespace,account_id\na,{other}\nb,{other}\n"
+    )
+
+    result = await make_runner(manifest).run()
+
+    assert result.exit_code == 5
+    assert [r["outcome"] for r in rows_of(tmp_path)] == ["not_attempted"] * 2
