@@ -16,7 +16,7 @@ from provisioner.journal import JOURNAL_NAME, read_state
 from provisioner.manifest import Manifest
 from provisioner.pacing import Pacer
 from provisioner.retry import RetryPolicy
-from provisioner.runner import RunOptions, Runner
+from provisioner.runner import Runner, RunOptions
 from provisioner.sandbox import SandboxServer
 
 RunnerFactory = Callable[..., Runner]
