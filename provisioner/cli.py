@@ -531,6 +531,7 @@ def _signals(runner: Runner) -> Any:
         os._exit(EXIT_INTERRUPTED)
 
     handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.getsignal(signum) for signum in handled}
     for signum in handled:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
@@ -538,6 +539,7 @@ def _signals(runner: Runner) -> Any:
     finally:
         for signum in handled:
             loop.remove_signal_handler(signum)
+            signal.signal(signum, previous[signum])
 
 
 @contextlib.asynccontextmanager
@@ -603,7 +605,13 @@ def _secret(value: str) -> Any:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI and exit with the code of the table above."""
+    # As process 1 of a container, a signal without a handler is ignored.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     sys.exit(run(argv))
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(EXIT_INTERRUPTED)
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -292,13 +292,21 @@ def spent_ages_s(
     return ages
 
 
-def archive(path: Path) -> Path:
-    """Move a finished (or abandoned) journal aside, keeping it for audit."""
+HISTORY_KEPT = 50
+
+
+def archive(path: Path, *, keep: int = HISTORY_KEPT) -> Path:
+    """Move a finished (or abandoned) journal aside; keep the newest ``keep``."""
     history = path.parent / "history"
     history.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     target = history / f"journal-{stamp}.jsonl"
     os.replace(path, target)
+
+    # Names sort by time; a volume kept across nightly runs must not fill up.
+    archived = sorted(history.glob("journal-*.jsonl"))
+    for old in archived[: max(0, len(archived) - keep)]:
+        old.unlink(missing_ok=True)
     return target
 
 

@@ -29,18 +29,31 @@ def lock_path(account_id: str, base_url: str, directory: Path | None = None) -> 
 
 @contextlib.contextmanager
 def account_locks(
-    accounts: Iterable[str], base_url: str, directory: Path | None = None
+    accounts: Iterable[str],
+    base_url: str,
+    directory: Path | None = None,
+    report_dir: Path | None = None,
 ) -> Iterator[None]:
-    """Hold every account's lock, or raise LockHeldError at once."""
+    """Hold every account's lock (and the report directory's), or raise at once.
+
+    The report directory holds one journal, so two runs over different
+    accounts must not share it either.
+    """
     with contextlib.ExitStack() as stack:
         for account in sorted(set(accounts)):
             path = lock_path(account, base_url, directory)
-            lock = FileLock(path, timeout=0)
-            try:
-                stack.enter_context(lock)
-            except Timeout:
-                raise LockHeldError(
-                    f"Another provisioner run holds the lock for account {account} "
-                    f"({path}); wait for it to finish."
-                ) from None
+            _take(stack, path, f"account {account}")
+        if report_dir is not None:
+            report_dir.mkdir(parents=True, exist_ok=True)
+            _take(stack, report_dir / ".lock", f"report directory {report_dir}")
         yield
+
+
+def _take(stack: contextlib.ExitStack, path: Path, what: str) -> None:
+    try:
+        stack.enter_context(FileLock(path, timeout=0))
+    except Timeout:
+        raise LockHeldError(
+            f"Another provisioner run holds the lock for {what} ({path}); "
+            "wait for it to finish."
+        ) from None

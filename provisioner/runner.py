@@ -162,7 +162,9 @@ class Runner:
         """All phases; returns the exit code and where the report is."""
         started_at, started_s = utc_now(), time.monotonic()
         self._wanted = self._accounts_in_manifest()
-        with account_locks(self._wanted, self.client.base_url, self.options.lock_dir):
+        with account_locks(
+            self._wanted, self.client.base_url, self.options.lock_dir, self.report_dir
+        ):
             return await self._run_locked(started_at, started_s)
 
     async def _run_locked(self, started_at: str, started_s: float) -> RunResult:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -40,10 +41,6 @@ DEFAULT_NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$"
 _toml_path: ContextVar[Path | None] = ContextVar("provisioner_toml_path", default=None)
 
 
-def _env(*names: str) -> AliasChoices:
-    return AliasChoices(*names)
-
-
 class Settings(BaseSettings):
     """Everything a run needs that is not in the manifest."""
 
@@ -55,20 +52,18 @@ class Settings(BaseSettings):
     )
 
     account_id: str | None = Field(
-        default=None, validation_alias=_env("CLOUDFLARE_ACCOUNT_ID", "account_id")
+        default=None, validation_alias="CLOUDFLARE_ACCOUNT_ID"
     )
     api_token: SecretStr | None = Field(
-        default=None, validation_alias=_env("CLOUDFLARE_API_TOKEN", "api_token")
+        default=None, validation_alias="CLOUDFLARE_API_TOKEN"
     )
-    email: str | None = Field(
-        default=None, validation_alias=_env("CLOUDFLARE_EMAIL", "email")
-    )
+    email: str | None = Field(default=None, validation_alias="CLOUDFLARE_EMAIL")
     api_key: SecretStr | None = Field(
-        default=None, validation_alias=_env("CLOUDFLARE_API_KEY", "api_key")
+        default=None, validation_alias="CLOUDFLARE_API_KEY"
     )
     base_url: str = Field(
         default=CLOUDFLARE_BASE_URL,
-        validation_alias=_env("CLOUDFLARE_BASE_URL", "base_url"),
+        validation_alias="CLOUDFLARE_BASE_URL",
     )
 
     budget_requests: int | None = Field(default=None, ge=1)
@@ -108,6 +103,18 @@ class Settings(BaseSettings):
             env_settings,
             TomlConfigSettingsSource(settings_cls, toml_file=path),
         )
+
+    @field_validator("api_token", "api_key")
+    @classmethod
+    def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        raw = value.get_secret_value()
+        if not raw:
+            raise ValueError("is empty; unset it or give the credential")
+        if raw != raw.strip() or any(c.isspace() for c in raw):
+            raise ValueError("holds whitespace; copy the credential again")
+        return value
 
     @field_validator("base_url")
     @classmethod
@@ -173,6 +180,7 @@ def load_settings(
     Raises SettingsError with one sentence per bad field; never echoes a value.
     """
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    _check_env_names(os.environ)
     path = config_file or _env_config_path()
     if path is not None:
         _check_toml(path)
@@ -203,11 +211,31 @@ def _check_toml(path: Path) -> None:
 
 def env_name(field: str) -> str:
     """The environment variable that sets ``field``."""
-    info = Settings.model_fields[field]
-    alias = info.validation_alias
-    if isinstance(alias, AliasChoices):
-        return str(alias.choices[0])
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, str):
+        return alias
     return f"PROVISIONER_{field.upper()}"
+
+
+def known_env_names() -> set[str]:
+    """Every environment variable the settings read."""
+    return {env_name(field) for field in Settings.model_fields} | {"PROVISIONER_CONFIG"}
+
+
+def _check_env_names(environ: Mapping[str, str]) -> None:
+    """A misspelt PROVISIONER_* variable is an error, not silently ignored."""
+    known = known_env_names()
+    unknown = sorted(
+        name
+        for name in environ
+        if name.upper().startswith("PROVISIONER_") and name.upper() not in known
+    )
+    if unknown:
+        raise SettingsError(
+            f"Unknown setting {', '.join(unknown)} in the environment; "
+            f"see the README's settings table (did you mean one of "
+            f"{', '.join(sorted(n for n in known if n.startswith('PROVISIONER_')))}?)."
+        )
 
 
 def _field_of(loc: str) -> str:

@@ -183,3 +183,15 @@ def test_spent_ages_count_requests_between_intents() -> None:
     ages = spent_ages_s(calls, now, in_flight=2)
 
     assert ages == [60.0, 30.0, 20.0, 20.0, 20.0, 20.0, 20.0, 20.0]
+
+
+async def test_history_keeps_only_the_newest_journals(tmp_path: Path) -> None:
+    """archive() prunes history to the newest `keep` journals."""
+    path = tmp_path / "journal.jsonl"
+
+    for _ in range(4):
+        journal = await make_journal(path)
+        await journal.close()
+        archive(path, keep=2)
+
+    assert len(list((tmp_path / "history").iterdir())) == 2

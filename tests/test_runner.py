@@ -11,8 +11,9 @@ import pytest
 from sandbox_fixtures import ACCOUNT, TOKEN_HEADERS, MakeSandbox
 
 from provisioner.client import ApiClient
-from provisioner.errors import PermanentError
+from provisioner.errors import LockHeldError, PermanentError
 from provisioner.journal import JOURNAL_NAME, read_state
+from provisioner.lock import account_locks
 from provisioner.manifest import Manifest
 from provisioner.pacing import Pacer
 from provisioner.retry import RetryPolicy
@@ -214,3 +215,17 @@ async def test_refused_only_account_is_exit_5(
 
     assert result.exit_code == 5
     assert [r["outcome"] for r in rows_of(tmp_path)] == ["not_attempted"] * 2
+
+
+async def test_report_directory_is_locked_too(
+    tmp_path: Path, make_runner: RunnerFactory
+) -> None:
+    """A run whose report directory another run holds stops with LockHeldError."""
+    manifest = write(tmp_path / "m.csv", "namespace\na\n")
+    other = "fedcba9876543210fedcba9876543210"
+
+    with (
+        account_locks([other], "http://elsewhere", tmp_path, tmp_path / "reports"),
+        pytest.raises(LockHeldError, match="report directory"),
+    ):
+        await make_runner(manifest).run()

@@ -157,3 +157,35 @@ def test_secrets_stay_out_of_repr_and_errors() -> None:
     with pytest.raises(SettingsError) as caught:
         load_settings({"api_token": "s3cr3t-token", "concurrency": "many"})
     assert "s3cr3t" not in str(caught.value)
+
+
+def test_bare_field_names_in_the_environment_are_not_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """BASE_URL or API_TOKEN without the CLOUDFLARE_ prefix are ignored."""
+    monkeypatch.setenv("BASE_URL", "http://attacker.invalid")
+    monkeypatch.setenv("API_TOKEN", "stray")
+    monkeypatch.setenv("account_id", ACCOUNT)
+
+    settings = load_settings()
+
+    assert settings.base_url == "https://api.cloudflare.com/client/v4"
+    assert settings.api_token is None
+    assert settings.account_id is None
+
+
+def test_misspelt_provisioner_variable_is_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An unknown PROVISIONER_* variable is refused, naming it."""
+    monkeypatch.setenv("PROVISIONER_REPORTDIR", "/tmp/x")
+
+    with pytest.raises(SettingsError, match="PROVISIONER_REPORTDIR"):
+        load_settings()
+
+
+@pytest.mark.parametrize("token", ["", " tok", "tok en"])
+def test_empty_or_spaced_token_is_refused(token: str) -> None:
+    """An empty token, or one with whitespace, is a settings error, not a 401."""
+    with pytest.raises(SettingsError, match="api_token"):
+        load_settings({"api_token": token})
