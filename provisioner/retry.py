@@ -101,7 +101,7 @@ class RetryPolicy:
             log.info(
                 "retry_scheduled",
                 op=op,
-                namespace=name,
+                target=name,
                 attempt=state.attempt_number,
                 wait_s=round(state.upcoming_sleep, 3),
                 error=type(error).__name__,

@@ -466,7 +466,13 @@ class Runner:
                 continue
 
             try:
-                record = await self._carry_out(item, journal)
+                # Every event of this row (retries, lookups) carries these.
+                with structlog.contextvars.bound_contextvars(
+                    namespace=item.row.namespace,
+                    line=item.row.line,
+                    account_id=item.account_id,
+                ):
+                    record = await self._carry_out(item, journal)
             except asyncio.CancelledError:
                 journal.outcome_later(
                     {
@@ -610,7 +616,6 @@ class Runner:
 
         log.info(
             f"namespace_{outcome.value}",
-            namespace=row.namespace,
             namespace_id=namespace.namespace_id,
             attempts=attempts,
         )
@@ -629,7 +634,6 @@ class Runner:
             log.warning(
                 "namespace_failed",
                 op=decision.action.value,
-                namespace=decision.row.namespace,
                 status=exc.status,
                 code=exc.code,
                 error=exc.message,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
@@ -269,3 +270,38 @@ async def test_server_message_echoing_the_token_is_masked(client: ApiClient) -> 
 
     assert TOKEN not in caught.value.message
     assert "***" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "expected_s"),
+    [("4", 4.0), ("2.5", 2.5), ("http-date", 6.0), (None, 1.0)],
+)
+async def test_429_holds_every_worker_for_retry_after(
+    retry_after: str | None, expected_s: float
+) -> None:
+    """After a 429, another worker's next call waits the server's Retry-After."""
+    from email.utils import format_datetime
+
+    from test_pacing import FakeTime
+
+    time_ = FakeTime()
+    pacer = Pacer(1000, 1.0, clock=time_.clock, sleep=time_.sleep)
+    headers = {}
+    if retry_after == "http-date":
+        when = datetime.now(UTC) + timedelta(seconds=6, milliseconds=500)
+        headers["Retry-After"] = format_datetime(when, usegmt=True)
+    elif retry_after is not None:
+        headers["Retry-After"] = retry_after
+
+    async with ApiClient(base_url=BASE, auth_headers={}, pacer=pacer) as api:
+        with aioresponses() as mocked:
+            mocked.get(
+                COLLECTION, status=429, payload=failure(971, "w"), headers=headers
+            )
+            with pytest.raises(RateLimitedError):
+                await api.list_namespaces(ACCOUNT)
+        other_worker = await pacer.acquire()
+
+    assert time_.now_s >= expected_s - 0.01
+    assert time_.now_s <= expected_s + 1.0
+    pacer.release(other_worker)

@@ -226,6 +226,8 @@ async def test_logs_are_json_lines_off_a_terminal(
     names = [e["event"] for e in events]
     assert names[0] == "run_started"
     assert names.count("namespace_created") == 2
+    created = [e for e in events if e["event"] == "namespace_created"]
+    assert {(e["namespace"], e["line"]) for e in created} == {("alpha", 2), ("beta", 3)}
     assert names[-1] == "run_finished"
     assert all("timestamp" in e and "level" in e for e in events)
 
