@@ -114,12 +114,27 @@ def write_report(
     csv_path = report_dir / "report.csv"
 
     extra = [c for c in manifest_columns if c not in REPORT_FIELDS]
+    by_account: dict[str, Counter[str]] = {}
     with _atomic(csv_path) as handle:
-        _write_csv(handle, iter_rows(journal_path, state), extra)
+        _write_csv(handle, _counting(iter_rows(journal_path, state), by_account), extra)
+    summary["by_account"] = {
+        account: dict(sorted(counts.items()))
+        for account, counts in sorted(by_account.items())
+    }
     with _atomic(json_path) as handle:
         _write_json(handle, iter_rows(journal_path, state), summary)
 
     return ReportPaths(json_path, csv_path)
+
+
+def _counting(
+    rows: Iterator[dict[str, Any]], by_account: dict[str, Counter[str]]
+) -> Iterator[dict[str, Any]]:
+    """Pass rows through, counting outcomes per account on the way."""
+    for row in rows:
+        account = str(row.get("account_id") or "")
+        by_account.setdefault(account, Counter())[str(row.get("outcome"))] += 1
+        yield row
 
 
 def _write_csv(

@@ -133,6 +133,11 @@ async def test_two_accounts_share_one_budget_and_an_unreachable_one_fails_alone(
     assert {r["outcome"] for r in refused} == {"failed"}
     assert len({r["error_message"] for r in refused}) == 1
     assert report["summary"]["accounts"][UNSERVED] == "refused"
+    assert report["summary"]["by_account"] == {
+        ACCOUNT: {"created": 60},
+        OTHER: {"created": 60},
+        UNSERVED: {"failed": 5},
+    }
     stats = server.stats()
     assert stats["rate_limited"] == 0
     assert stats["max_requests_in_window"] <= 40
