@@ -119,6 +119,24 @@ def _common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def _sandbox_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--sandbox",
+            is_flag=True,
+            help="Talk to an in-process sandbox of the API instead of Cloudflare.",
+        ),
+        click.option(
+            "--sandbox-state",
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="Sandbox state file (default: REPORT_DIR/sandbox-state.json).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def _prune_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option(
@@ -182,6 +200,16 @@ def _read_manifest(
         path, policy=NamePolicy(pattern=settings.name_pattern), delimiter=delimiter
     )
     return manifest, manifest.validate()
+
+
+def _refuse_errors(manifest: Path, validation: Validation, *, hint: str) -> None:
+    """Print a manifest's errors and raise ManifestError when it has any."""
+    if not validation.errors:
+        return
+    _echo_problems(validation, errors_only=True)
+    raise ManifestError(
+        f"{manifest} has {len(validation.errors)} errors and nothing was sent; {hint}."
+    )
 
 
 def _echo_problems(validation: Validation, *, errors_only: bool = False) -> None:
@@ -271,12 +299,7 @@ def _problem_json(problem: Any) -> dict[str, Any]:
 @click.argument("manifest", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.option("--delimiter", help="CSV delimiter (detected when absent).")
-@click.option("--sandbox", is_flag=True, help="Plan against an in-process sandbox.")
-@click.option(
-    "--sandbox-state",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Sandbox state file (default: REPORT_DIR/sandbox-state.json).",
-)
+@_sandbox_options
 @_prune_options
 @_common_options
 def plan(
@@ -295,12 +318,7 @@ def plan(
     settings = common.settings()
     _setup_logging(settings)
     the_manifest, validation = _read_manifest(manifest, settings, delimiter)
-    if validation.errors:
-        _echo_problems(validation, errors_only=True)
-        raise ManifestError(
-            f"{manifest} has {len(validation.errors)} errors; "
-            "run `provisioner validate` for the full list."
-        )
+    _refuse_errors(manifest, validation, hint="run `provisioner validate` for the list")
 
     async def go() -> int:
         async with _api(settings, sandbox, sandbox_state) as (client, policy, s):
@@ -352,12 +370,7 @@ def _plan_exit_code(the_plan: Plan) -> int:
     help="Resume the unfinished journal even if the manifest changed, or never "
     "resume. By default a run resumes when the manifest is the same.",
 )
-@click.option("--sandbox", is_flag=True, help="Run against an in-process sandbox.")
-@click.option(
-    "--sandbox-state",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Sandbox state file (default: REPORT_DIR/sandbox-state.json).",
-)
+@_sandbox_options
 @_prune_options
 @_common_options
 def apply(
@@ -377,12 +390,8 @@ def apply(
     settings = common.settings()
     _setup_logging(settings)
     the_manifest, validation = _read_manifest(manifest, settings, delimiter)
-    if validation.errors and not skip_invalid:
-        _echo_problems(validation, errors_only=True)
-        raise ManifestError(
-            f"{manifest} has {len(validation.errors)} errors and nothing was sent; "
-            "fix them, or pass --skip-invalid to provision the valid rows."
-        )
+    if not skip_invalid:
+        _refuse_errors(manifest, validation, hint="fix them, or pass --skip-invalid")
 
     async def go() -> int:
         async with _api(settings, sandbox, sandbox_state) as (client, policy, s):
@@ -436,12 +445,7 @@ def apply(
     help="Account to export (repeatable); default: the configured account. "
     "With several, each row carries its account_id.",
 )
-@click.option("--sandbox", is_flag=True, help="Export from an in-process sandbox.")
-@click.option(
-    "--sandbox-state",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Sandbox state file (default: REPORT_DIR/sandbox-state.json).",
-)
+@_sandbox_options
 @_common_options
 def export(
     output: Path,

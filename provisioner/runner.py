@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -650,10 +650,53 @@ class Runner:
     async def _create(
         self, account: str, name: str, *, uncertain: bool
     ) -> tuple[Namespace, int, Outcome]:
-        """Create ``name``; an unknown outcome is settled by a lookup, never a resend.
+        """Create ``name``; an unknown outcome is settled by a lookup, not a resend."""
+        return await self._send_settled(
+            account,
+            name,
+            lambda: self.client.create_namespace(account, name),
+            made=Outcome.CREATED,
+            op="create",
+            uncertain=uncertain,
+        )
 
-        ``uncertain`` says an earlier attempt (maybe an earlier run's) may
-        already have created it, so the first thing to do is look.
+    async def _rename(
+        self, decision: Decision, *, uncertain: bool
+    ) -> tuple[Namespace, int, Outcome]:
+        """Rename previous -> new; an unknown outcome is settled by a lookup.
+
+        The new name is looked up: present means the rename happened. A PATCH
+        sent again to a previous name already renamed answers 404, harmlessly.
+        """
+        account, new = decision.account_id, decision.row.namespace
+        old = decision.row.previous_name
+        assert old is not None
+        return await self._send_settled(
+            account,
+            new,
+            lambda: self.client.update_namespace(account, old, new_name=new),
+            made=Outcome.RENAMED,
+            op="rename",
+            uncertain=uncertain,
+        )
+
+    async def _send_settled(
+        self,
+        account: str,
+        name: str,
+        send: Callable[[], Awaitable[Namespace]],
+        *,
+        made: Outcome,
+        op: str,
+        uncertain: bool,
+    ) -> tuple[Namespace, int, Outcome]:
+        """Send a call that brings ``name`` into being, never twice blindly.
+
+        ``uncertain`` says an earlier attempt (maybe an earlier run's) may have
+        succeeded already, so the first thing to do is look the name up. Any
+        failure after the request may have reached the server sets it again;
+        any other 4xx is judged by a lookup too, since Cloudflare documents no
+        code for "already exists".
         """
 
         async def attempt() -> tuple[Namespace, Outcome]:
@@ -661,58 +704,21 @@ class Runner:
             if uncertain:
                 found = await self._lookup(account, name)
                 if found is not None:
-                    return found, Outcome.CREATED
+                    return found, made
             try:
-                return await self.client.create_namespace(
-                    account, name
-                ), Outcome.CREATED
+                return await send(), made
             except CredentialsRefusedError:
                 raise
             except PermanentError:
-                # No documented code says "already exists": look before judging.
                 found = await self._lookup(account, name)
                 if found is None:
                     raise
-                return found, Outcome.CREATED if uncertain else Outcome.EXISTING
+                return found, made if uncertain else Outcome.EXISTING
             except ApiError as exc:
                 uncertain = uncertain or exc.may_have_committed
                 raise
 
-        result = await self.policy.call(
-            attempt, op="create", name=name, idempotent=True
-        )
-        namespace, outcome = result.value
-        return namespace, result.attempts, outcome
-
-    async def _rename(
-        self, decision: Decision, *, uncertain: bool
-    ) -> tuple[Namespace, int, Outcome]:
-        """Rename previous -> new; an unknown outcome is settled by looking both up."""
-        account, new = decision.account_id, decision.row.namespace
-        old = decision.row.previous_name
-        assert old is not None
-
-        async def attempt() -> tuple[Namespace, Outcome]:
-            nonlocal uncertain
-            if uncertain:
-                found = await self._lookup(account, new)
-                if found is not None:
-                    return found, Outcome.RENAMED
-            try:
-                renamed = await self.client.update_namespace(account, old, new_name=new)
-                return renamed, Outcome.RENAMED
-            except CredentialsRefusedError:
-                raise
-            except PermanentError:
-                found = await self._lookup(account, new)
-                if found is None:
-                    raise
-                return found, Outcome.RENAMED if uncertain else Outcome.EXISTING
-            except ApiError as exc:
-                uncertain = uncertain or exc.may_have_committed
-                raise
-
-        result = await self.policy.call(attempt, op="rename", name=new, idempotent=True)
+        result = await self.policy.call(attempt, op=op, name=name, idempotent=True)
         namespace, outcome = result.value
         return namespace, result.attempts, outcome
 
