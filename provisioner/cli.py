@@ -29,6 +29,7 @@ import click
 import structlog
 
 from provisioner import __version__
+from provisioner.ci_summary import step_summary_path
 from provisioner.client import ApiClient
 from provisioner.errors import (
     CredentialsRefusedError,
@@ -44,13 +45,9 @@ from provisioner.pacing import Pacer
 from provisioner.plan import Plan, build_plan, list_accounts
 from provisioner.progress import ProgressDisplay
 from provisioner.prune import DEFAULT_THRESHOLD
-from provisioner.publish import publish_plan, publish_run
 from provisioner.reconcile import Action
 from provisioner.retry import RetryPolicy
 from provisioner.runner import Runner, RunOptions
-from provisioner.sandbox.cli import sandbox_command
-from provisioner.sandbox.config import SandboxConfig
-from provisioner.sandbox.server import SandboxServer
 from provisioner.settings import Settings, load_settings
 
 log = structlog.get_logger("provisioner.cli")
@@ -219,13 +216,27 @@ def _echo_problems(validation: Validation, *, errors_only: bool = False) -> None
         click.echo(f"{problem.severity}: {problem.render()}", err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group; `sandbox` (the aiohttp server) loads on first use.
+
+    Importing the server costs every other command start-up time for nothing.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), "sandbox"])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "sandbox":
+            from provisioner.sandbox.cli import sandbox_command
+
+            return sandbox_command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="provisioner")
 def cli() -> None:
     """Make Cloudflare dispatch namespaces match a manifest, within the API budget."""
-
-
-cli.add_command(sandbox_command)
 
 
 # -- validate -----------------------------------------------------------------
@@ -337,7 +348,10 @@ def plan(
             click.echo(json.dumps(plan_json, indent=2))
         else:
             click.echo(the_plan.render_text())
-        publish_plan(plan_json)
+        if step_summary_path() is not None:
+            from provisioner.publish import publish_plan
+
+            publish_plan(plan_json)
         return _plan_exit_code(the_plan)
 
     return asyncio.run(go())
@@ -419,7 +433,10 @@ def apply(
             )
             with progress, _signals(runner):
                 result = await runner.run()
-            await publish_run(s, result.summary, result.journal_path)
+            if s.metrics_textfile or s.pushgateway_url or step_summary_path():
+                from provisioner.publish import publish_run
+
+                await publish_run(s, result.summary, result.journal_path)
         if not common.quiet:
             click.echo(_summary_line(result.summary, result.report.json_path))
         return result.exit_code
@@ -553,6 +570,8 @@ async def _api(
     """A paced client on the configured API, or on an in-process sandbox."""
     async with contextlib.AsyncExitStack() as stack:
         if sandbox:
+            from provisioner.sandbox import SandboxConfig, SandboxServer
+
             state = sandbox_state or settings.report_dir / "sandbox-state.json"
             state.parent.mkdir(parents=True, exist_ok=True)
             server = await stack.enter_async_context(
@@ -582,7 +601,7 @@ async def _api(
         yield client, policy, settings
 
 
-def _on_sandbox(settings: Settings, server: SandboxServer) -> Settings:
+def _on_sandbox(settings: Settings, server: Any) -> Settings:
     """Point the run at the embedded sandbox, with the sandbox's own budget."""
     config = server.config
     return settings.model_copy(

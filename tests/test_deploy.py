@@ -185,11 +185,11 @@ def invocation_problems(argv: list[str], where: str) -> list[str]:
             if option not in known
         ]
 
-    command = cli.commands.get(argv[0])
+    command = cli.get_command(root, argv[0])
     if command is None:
         return [
             f"{where}: `{shown}`: unknown subcommand {argv[0]!r} "
-            f"(known: {', '.join(sorted(cli.commands))})"
+            f"(known: {', '.join(cli.list_commands(root))})"
         ]
     known = _option_names(command, root)
     problems = [
@@ -210,8 +210,10 @@ def invocation_problems(argv: list[str], where: str) -> list[str]:
 
 def invocation_params(argv: list[str]) -> dict[str, Any]:
     """The parameters click parses from ``provisioner <argv>``."""
-    command = cli.commands[argv[0]]
-    ctx = command.make_context(argv[0], list(argv[1:]), parent=_root_context())
+    root = _root_context()
+    command = cli.get_command(root, argv[0])
+    assert command is not None, argv[0]
+    ctx = command.make_context(argv[0], list(argv[1:]), parent=root)
     params = dict(ctx.params)
     ctx.close()
 
@@ -688,7 +690,8 @@ def _volume_problems(
     if not _on_writable_mount(lock_dir, mounts):
         problems.append(f"{where}: the lock dir {lock_dir} is on no writable volume")
 
-    if args and args[0] in cli.commands and not invocation_problems(args, where):
+    known = cli.list_commands(_root_context())
+    if args and args[0] in known and not invocation_problems(args, where):
         manifest = Path(str(invocation_params(args).get("manifest", "")))
         mount = mounts.get(str(manifest.parent))
         volume = volumes.get(mount.get("name"), {}) if mount else {}
