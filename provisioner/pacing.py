@@ -93,8 +93,7 @@ class Pacer:
         self._server_seq = -1
         self._server_allowance = 0
         self._server_reset_at = 0.0
-        self._sent_at: deque[tuple[int, float]] = deque()
-        self._others_rate_per_s = 0.0
+        self._others = OtherClients()
         self._server_quota: int | None = None
         self._server_window_s: float | None = None
 
@@ -144,9 +143,6 @@ class Pacer:
         self._in_flight.add(ticket.seq)
         if now < self._server_reset_at:
             self._server_allowance -= 1
-        self._sent_at.append((ticket.seq, now))
-        while self._sent_at and self._sent_at[0][1] < now - 2 * self.window_s:
-            self._sent_at.popleft()
         self.requests_admitted += 1
         return ticket
 
@@ -212,10 +208,25 @@ class Pacer:
 
         uncounted = self._issued - ticket.seq - 1
         uncounted += sum(1 for seq in self._in_flight if seq < ticket.seq)
-        others = self._expected_others(budget, ticket, now)
+        reset_at = now + budget.reset_s
+        others = 0
+        if self._server_quota is not None:
+            # Only with the server's quota known can its count be split.
+            window_s = self._server_window_s or self.window_s
+            self._others.observe(
+                ticket.seq,
+                budget.remaining,
+                reset_at,
+                now,
+                quota=self._server_quota,
+                window_s=window_s,
+            )
+            cap_per_s = self._server_quota / window_s
+            rate_per_s = self._others.rate_per_s(now, cap_per_s=cap_per_s)
+            others = math.ceil(rate_per_s * budget.reset_s)
         self._server_seq = ticket.seq
         self._server_allowance = budget.remaining - uncounted - others
-        self._server_reset_at = now + budget.reset_s
+        self._server_reset_at = reset_at
 
     def _adopt_policy(self, budget: ServerBudget) -> None:
         if budget.quota is not None:
@@ -228,24 +239,56 @@ class Pacer:
         if budget.window_s is not None and budget.window_s > self.window_s:
             self.window_s = budget.window_s
 
-    def _expected_others(self, budget: ServerBudget, ticket: Ticket, now: float) -> int:
-        """Requests other clients of the token will spend before the reset."""
-        quota = budget.quota or self._server_quota
-        window_s = budget.window_s or self._server_window_s
-        if budget.remaining is None or budget.reset_s is None or not quota:
-            return 0  # without the server's policy, others cannot be told apart
-        if not window_s:
-            return 0
-        elapsed_s = max(0.0, window_s - budget.reset_s)
-        window_start = now - elapsed_s
-        ours = sum(
-            1 for seq, at in self._sent_at if seq <= ticket.seq and at >= window_start
-        )
-        spent_by_others = max(0, quota - budget.remaining - ours)
-        if elapsed_s >= 1.0:
-            rate = spent_by_others / elapsed_s
-            self._others_rate_per_s = max(rate, self._others_rate_per_s * 0.5)
-        return math.ceil(self._others_rate_per_s * budget.reset_s)
+
+class OtherClients:
+    """How fast other clients of the same token spend the budget.
+
+    At the first answer of a server window, what the server counted beyond
+    our one request was spent by others since the window began. Between two
+    answers of one window, ``remaining`` falls by what the server counted in
+    between; what we sent in between (by sequence number) is ours, the rest is
+    theirs. The estimate is the larger of the current window's rate and the
+    last window's, never above the whole budget's rate.
+    """
+
+    def __init__(self) -> None:
+        self._last: tuple[int, int, float] | None = None  # seq, remaining, reset_at
+        self._window_since = 0.0
+        self._window_spent = 0
+        self._previous_rate_per_s = 0.0
+
+    def observe(
+        self,
+        seq: int,
+        remaining: int,
+        reset_at: float,
+        now: float,
+        *,
+        quota: int,
+        window_s: float,
+    ) -> None:
+        """Take one answer's ``remaining`` for our request number ``seq``."""
+        last, self._last = self._last, (seq, remaining, reset_at)
+        # t is whole seconds, so a reset estimate moves by up to 1 s in a window.
+        new_window = last is None or remaining > last[1] or reset_at > last[2] + 1.5
+        if new_window:
+            observed_s = now - self._window_since
+            if last is not None and observed_s > 0:
+                self._previous_rate_per_s = self._window_spent / observed_s
+            elapsed_s = max(0.5, window_s - (reset_at - now))
+            self._window_since = now - elapsed_s
+            self._window_spent = max(0, quota - remaining - 1)
+            return
+
+        assert last is not None
+        if seq > last[0]:
+            ours = seq - last[0]
+            self._window_spent += max(0, last[1] - remaining - ours)
+
+    def rate_per_s(self, now: float, *, cap_per_s: float) -> float:
+        """Requests per second the others are expected to spend."""
+        current = self._window_spent / max(now - self._window_since, 0.5)
+        return min(cap_per_s, max(current, self._previous_rate_per_s))
 
 
 def parse_budget(headers: Mapping[str, str], *, now_epoch_s: float) -> ServerBudget:

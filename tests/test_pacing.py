@@ -9,7 +9,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from provisioner.pacing import Pacer, parse_budget, retry_after_s
+from provisioner.pacing import OtherClients, Pacer, parse_budget, retry_after_s
 
 
 class FakeTime:
@@ -243,3 +243,52 @@ async def test_requests_of_an_earlier_process_count_until_they_expire() -> None:
     assert at_first == 0.0
     assert time.now_s == pytest.approx(8.0)
     pacer.release(first)
+
+
+def test_others_spend_is_read_from_the_first_answer_of_a_window() -> None:
+    """Budget already gone at our first answer is the others' rate since the start."""
+    others = OtherClients()
+
+    others.observe(0, remaining=50, reset_at=5.0, now=0.0, quota=100, window_s=10.0)
+
+    assert others.rate_per_s(0.0, cap_per_s=10.0) == pytest.approx(49 / 5)
+
+
+def test_our_own_requests_are_not_counted_as_others() -> None:
+    """When remaining falls only by what we sent, the others spend nothing."""
+    others = OtherClients()
+
+    others.observe(0, remaining=99, reset_at=10.0, now=0.0, quota=100, window_s=10.0)
+    others.observe(5, remaining=94, reset_at=10.0, now=1.0, quota=100, window_s=10.0)
+    others.observe(9, remaining=88, reset_at=10.0, now=2.0, quota=100, window_s=10.0)
+
+    assert others.rate_per_s(2.0, cap_per_s=10.0) == pytest.approx(2 / 2.5)
+
+
+def test_others_rate_is_capped_at_the_budget_rate() -> None:
+    """However the numbers fall, others cannot spend faster than the whole budget."""
+    others = OtherClients()
+
+    others.observe(0, remaining=0, reset_at=9.9, now=0.0, quota=100, window_s=10.0)
+
+    assert others.rate_per_s(0.0, cap_per_s=10.0) == 10.0
+
+
+async def test_server_policy_makes_room_for_other_clients() -> None:
+    """Seeing others spend, the pacer leaves them their share until the reset."""
+    time = FakeTime()
+    pacer = make_pacer(100, 10.0, time)
+    ticket = await pacer.acquire()
+
+    pacer.release(
+        ticket,
+        {"Ratelimit": '"default";r=50;t=5', "Ratelimit-Policy": '"default";q=100;w=10'},
+    )
+    admitted = []
+    for _ in range(3):
+        t = await pacer.acquire()
+        admitted.append(time.now_s)
+        pacer.release(t)
+
+    assert admitted[0] == 0.0
+    assert admitted[1] >= 5.0
