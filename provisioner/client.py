@@ -178,8 +178,9 @@ class ApiClient:
         try:
             self.stats.requests_sent += 1
             async with self._session.request(method, url, json=body) as response:
-                headers = dict(response.headers)
                 status = response.status
+                if status != 429:
+                    headers = dict(response.headers)
                 raw = await response.read()
         except aiohttp.ConnectionTimeoutError as exc:
             raise self._transport(exc, where, committed=False) from None
@@ -191,7 +192,7 @@ class ApiClient:
             self._pacer.release(ticket, headers)
 
         self.stats.by_status[f"{method} {status}"] += 1
-        result = self._interpret(status, raw, headers, where)
+        result = self._interpret(status, raw, headers or dict(response.headers), where)
         self.stats.succeeded += 1
         return result
 

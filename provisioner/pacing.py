@@ -39,6 +39,10 @@ log = structlog.get_logger("provisioner.pacing")
 
 Clock = Callable[[], float]
 
+# What other clients of the token are expected to spend is held back with this
+# margin (and two requests more): their pace varies, a lockout costs a window.
+OTHERS_MARGIN = 1.25
+
 # A 429 without Retry-After or Ratelimit pauses at least this long.
 NO_HINT_PAUSE_FLOOR_S = 1.0
 
@@ -94,6 +98,9 @@ class Pacer:
         self._server_allowance = 0
         self._server_reset_at = 0.0
         self._others = OtherClients()
+        self._server_remaining = 0
+        self._spread_interval_s = 0.0
+        self._last_admitted_at = -math.inf
         self._server_quota: int | None = None
         self._server_window_s: float | None = None
 
@@ -132,13 +139,19 @@ class Pacer:
         if len(self._in_flight) + len(self._expiries) >= self.quota:
             # A slot held by a request in flight frees only after its answer.
             waits.append(self._expiries[0] - now if self._expiries else math.inf)
-        if now < self._server_reset_at and self._server_allowance <= 0:
-            waits.append(self._server_reset_at - now)
+        if now < self._server_reset_at:
+            if self._server_allowance <= 0:
+                waits.append(self._server_reset_at - now)
+            elif self._spread_interval_s > 0:
+                # Others share the token: spread what is ours over the window,
+                # so their spending keeps showing in the answers.
+                waits.append(self._last_admitted_at + self._spread_interval_s - now)
 
-        return max(waits, default=0.0)
+        return max(0.0, max(waits, default=0.0))
 
     def _admit(self, now: float) -> Ticket:
         ticket = Ticket(seq=self._issued, admitted_at=now)
+        self._last_admitted_at = now
         self._issued += 1
         self._in_flight.add(ticket.seq)
         if now < self._server_reset_at:
@@ -149,7 +162,11 @@ class Pacer:
     # -- feedback -----------------------------------------------------------
 
     def release(self, ticket: Ticket, headers: Mapping[str, str] | None = None) -> None:
-        """Free the ticket's slot ``window_s`` from now; learn from the headers."""
+        """Free the ticket's slot ``window_s`` from now; learn from the headers.
+
+        Pass no headers for a 429: a lockout's "0 remaining" says nothing about
+        what anyone spent, and the pause already holds everyone.
+        """
         now = self._clock()
         self._in_flight.discard(ticket.seq)
         self._expiries.append(now + self.window_s)
@@ -208,7 +225,7 @@ class Pacer:
 
         uncounted = self._issued - ticket.seq - 1
         uncounted += sum(1 for seq in self._in_flight if seq < ticket.seq)
-        reset_at = now + budget.reset_s
+        reset_at = self._reset_at(budget.remaining, now + budget.reset_s, now)
         others = 0
         if self._server_quota is not None:
             # Only with the server's quota known can its count be split.
@@ -223,10 +240,30 @@ class Pacer:
             )
             cap_per_s = self._server_quota / window_s
             rate_per_s = self._others.rate_per_s(now, cap_per_s=cap_per_s)
-            others = math.ceil(rate_per_s * budget.reset_s)
+            if rate_per_s > 0:
+                others = math.ceil(OTHERS_MARGIN * rate_per_s * (reset_at - now)) + 2
+
         self._server_seq = ticket.seq
+        self._server_remaining = budget.remaining
         self._server_allowance = budget.remaining - uncounted - others
         self._server_reset_at = reset_at
+        self._spread_interval_s = 0.0
+        if others and self._server_allowance > 0:
+            self._spread_interval_s = (reset_at - now) / self._server_allowance
+
+    def _reset_at(self, remaining: int, reported_at: float, now: float) -> float:
+        """When the server's window ends, as tightly as the answers allow.
+
+        ``t`` is whole seconds rounded up, so each answer's ``now + t`` is an
+        upper bound on the same instant: within one window keep the earliest.
+        A rise in ``remaining``, or our estimate passing, means a new window.
+        """
+        same_window = (
+            now < self._server_reset_at and remaining <= self._server_remaining
+        )
+        if same_window:
+            return min(self._server_reset_at, reported_at)
+        return reported_at
 
     def _adopt_policy(self, budget: ServerBudget) -> None:
         if budget.quota is not None:

@@ -275,7 +275,27 @@ def test_others_rate_is_capped_at_the_budget_rate() -> None:
 
 
 async def test_server_policy_makes_room_for_other_clients() -> None:
-    """Seeing others spend, the pacer leaves them their share until the reset."""
+    """Seeing others spend, the pacer keeps their share and spreads its own."""
+    time = FakeTime()
+    pacer = make_pacer(100, 10.0, time)
+    ticket = await pacer.acquire()
+
+    pacer.release(
+        ticket,
+        {"Ratelimit": '"default";r=80;t=5', "Ratelimit-Policy": '"default";q=100;w=10'},
+    )
+    admitted = []
+    for _ in range(3):
+        t = await pacer.acquire()
+        admitted.append(time.now_s)
+        pacer.release(t)
+
+    # Others spent 19 in 5 s: 26 are kept for them, 54 spread over 5 s.
+    assert admitted == pytest.approx([5 / 54, 2 * 5 / 54, 3 * 5 / 54])
+
+
+async def test_others_at_the_limit_leave_nothing_until_the_reset() -> None:
+    """When others are spending the rest of the window, nothing more is sent."""
     time = FakeTime()
     pacer = make_pacer(100, 10.0, time)
     ticket = await pacer.acquire()
@@ -284,11 +304,21 @@ async def test_server_policy_makes_room_for_other_clients() -> None:
         ticket,
         {"Ratelimit": '"default";r=50;t=5', "Ratelimit-Policy": '"default";q=100;w=10'},
     )
-    admitted = []
-    for _ in range(3):
-        t = await pacer.acquire()
-        admitted.append(time.now_s)
-        pacer.release(t)
+    await pacer.acquire()
 
-    assert admitted[0] == 0.0
-    assert admitted[1] >= 5.0
+    assert time.now_s == pytest.approx(5.0)
+
+
+async def test_reset_estimate_keeps_the_earliest_bound_in_a_window() -> None:
+    """Whole-second t values only ever tighten the reset within one window."""
+    time = FakeTime()
+    pacer = make_pacer(100, 10.0, time)
+    first = await pacer.acquire()
+    second = await pacer.acquire()
+
+    pacer.release(first, {"Ratelimit": '"default";r=0;t=3'})
+    time.now_s = 0.6
+    pacer.release(second, {"Ratelimit": '"default";r=0;t=3'})
+    await pacer.acquire()
+
+    assert time.now_s == pytest.approx(3.0)
