@@ -53,7 +53,7 @@ from provisioner.journal import (
 from provisioner.lock import account_locks
 from provisioner.manifest import Manifest, Validation
 from provisioner.models import ManifestRow, Namespace, Outcome
-from provisioner.plan import AccountView, accounts_of, list_accounts
+from provisioner.plan import AccountView, list_accounts
 from provisioner.prune import DEFAULT_THRESHOLD, Deletion, PrunePlan, plan_prune
 from provisioner.reconcile import Action, Decision, decide, unmanaged
 from provisioner.report import ReportPaths, count_outcomes, write_report
@@ -255,13 +255,18 @@ class Runner:
 
     def _accounts_in_manifest(self) -> dict[str, set[str]]:
         """Account -> names the manifest keeps there; every row has an account."""
+        wanted: dict[str, set[str]] = {}
         for row in self.manifest.rows():
-            if row.account_id is None and self.default_account is None:
+            account = row.account_id or self.default_account
+            if account is None:
                 raise SettingsError(
                     f"{self.manifest.path}:{row.line}: the row has no account_id "
                     "and no default account is set; set CLOUDFLARE_ACCOUNT_ID."
                 )
-        wanted = accounts_of(self.manifest.rows(), self.default_account)
+            names = wanted.setdefault(account, set())
+            names.add(row.namespace)
+            if row.previous_name:
+                names.add(row.previous_name)
         if not wanted and self.default_account is not None:
             wanted[self.default_account] = set()
         return wanted
