@@ -305,3 +305,25 @@ async def test_scheduled_run_leaves_logs_metrics_summary_and_report(
     assert summary.startswith("earlier step\n")
     assert "bad/name" in summary or "line 4" in summary or "| 4 |" in summary
     assert read_report(tmp_path / "reports")["summary"]["exit_code"] == 3
+
+
+async def test_export_of_several_accounts_carries_each_account(
+    tmp_path: Path, make_sandbox: MakeSandbox
+) -> None:
+    """Exporting two accounts writes account_id per row; planning it changes nothing."""
+    other = "fedcba9876543210fedcba9876543210"
+    server = await make_sandbox(clock=time.monotonic, accounts=(ACCOUNT, other))
+    server.seed(ACCOUNT, ["alpha"])
+    server.seed(other, ["omega"])
+    exported = tmp_path / "both.yaml"
+    env = sandbox_env(server)
+
+    result = await run_cli(
+        "export", "-o", str(exported), "--account", ACCOUNT, "--account", other, env=env
+    )
+    planned = await run_cli("plan", str(exported), env=env)
+
+    assert result.code == 0, result.stderr
+    rows = [(r.namespace, r.account_id) for r in Manifest(exported).rows()]
+    assert rows == [("alpha", ACCOUNT), ("omega", other)]
+    assert planned.code == 0, planned.stdout + planned.stderr
