@@ -91,6 +91,7 @@ class ApiClient:
     def halt(self) -> None:
         """Send nothing more: every later call raises RunInterruptedError."""
         self._halted = True
+        self._pacer.abort()
 
     def __repr__(self) -> str:
         return f"ApiClient(base_url={str(self._base)!r})"

@@ -35,6 +35,8 @@ from email.utils import parsedate_to_datetime
 
 import structlog
 
+from provisioner.errors import RunInterruptedError
+
 log = structlog.get_logger("provisioner.pacing")
 
 Clock = Callable[[], float]
@@ -88,6 +90,7 @@ class Pacer:
         self._sleep = sleep
         self._lock = asyncio.Lock()
         self._changed = asyncio.Event()
+        self._aborted = asyncio.Event()
 
         self._issued = 0
         self._in_flight: set[int] = set()
@@ -113,9 +116,16 @@ class Pacer:
     # -- admission ----------------------------------------------------------
 
     async def acquire(self) -> Ticket:
-        """Wait until a request may be sent, then take its slot."""
+        """Wait until a request may be sent, then take its slot.
+
+        Raises RunInterruptedError once ``abort`` was called, also while waiting.
+        """
         async with self._lock:
             while True:
+                if self._aborted.is_set():
+                    raise RunInterruptedError(
+                        "the run is stopping; nothing more is sent"
+                    )
                 now = self._clock()
                 delay_s = self._delay_s(now)
                 if delay_s == 0.0:
@@ -123,10 +133,24 @@ class Pacer:
 
                 self._changed.clear()
                 if math.isinf(delay_s):
-                    await self._changed.wait()
+                    await self._first_of(self._changed.wait())
                 else:
-                    await self._sleep(delay_s)
+                    await self._first_of(self._sleep(delay_s))
                 self.waited_s += max(0.0, self._clock() - now)
+
+    def abort(self) -> None:
+        """Wake every waiting caller with RunInterruptedError; admit nothing more."""
+        self._aborted.set()
+
+    async def _first_of(self, waiting: Awaitable[object]) -> None:
+        """Wait for ``waiting``, or until the pacer is aborted."""
+        wait = asyncio.ensure_future(waiting)
+        abort = asyncio.ensure_future(self._aborted.wait())
+        try:
+            await asyncio.wait({wait, abort}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (wait, abort):
+                task.cancel()
 
     def _delay_s(self, now: float) -> float:
         """Seconds until a slot may free up; 0 when one is free now."""

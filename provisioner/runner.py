@@ -367,17 +367,44 @@ class Runner:
             asyncio.create_task(self._worker(queue, journal))
             for _ in range(self.concurrency)
         ]
-        watchdog = asyncio.create_task(self._cancel_after_grace(workers))
+        producer = asyncio.create_task(self._produce_then_stop(queue, journal, workers))
+        tasks = [producer, *workers]
+        watchdog = asyncio.create_task(self._cancel_after_grace(tasks))
         try:
-            await self._produce(queue, journal)
-            for _ in workers:
-                await queue.put(_STOP)
-            await asyncio.gather(*workers, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             watchdog.cancel()
-            for task in workers:
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(watchdog, *workers, return_exceptions=True)
+            await asyncio.gather(watchdog, *tasks, return_exceptions=True)
+        await self._sweep_unreported(journal)
+
+    async def _produce_then_stop(
+        self,
+        queue: asyncio.Queue[Decision | Deletion | object],
+        journal: Journal,
+        workers: list[asyncio.Task[None]],
+    ) -> None:
+        await self._produce(queue, journal)
+        for _ in workers:
+            await queue.put(_STOP)
+
+    async def _sweep_unreported(self, journal: Journal) -> None:
+        """Rows that no outcome was written for (cut off by a stop): not_attempted.
+
+        Whatever path a stop took, every manifest row is in the report.
+        """
+        await journal.commit({"type": "checkpoint"})
+        state = read_state(journal.path)
+        assert state is not None
+        for row in self.manifest.rows():
+            key = row_key(row.line)
+            if key in state.outcomes or row.line in self.validation.duplicate_of:
+                continue
+            record = _unattempted(row, self._account_of(row))
+            if key in state.open_intents:
+                record["unresolved"] = True
+            journal.outcome_later(record)
 
     async def _produce(
         self, queue: asyncio.Queue[Decision | Deletion | object], journal: Journal
@@ -554,10 +581,10 @@ class Runner:
         )
         return result.attempts
 
-    async def _cancel_after_grace(self, workers: list[asyncio.Task[None]]) -> None:
+    async def _cancel_after_grace(self, tasks: list[asyncio.Task[None]]) -> None:
         await self._stop.wait()
         await asyncio.sleep(self.options.grace_s)
-        for task in workers:
+        for task in tasks:
             task.cancel()
 
     def _notify(self, outcome: str) -> None:

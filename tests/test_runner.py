@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -229,3 +230,43 @@ async def test_report_directory_is_locked_too(
         pytest.raises(LockHeldError, match="report directory"),
     ):
         await make_runner(manifest).run()
+
+
+async def test_stop_while_waiting_for_budget_ends_promptly(
+    tmp_path: Path, server: SandboxServer
+) -> None:
+    """A stop while workers wait for the budget ends the run at once, all reported."""
+    manifest_path = write(
+        tmp_path / "m.csv", "namespace\n" + "\n".join(f"n-{i}" for i in range(40))
+    )
+    manifest = Manifest(manifest_path)
+    two_created = asyncio.Event()
+    seen: list[str] = []
+
+    def on_outcome(outcome: str) -> None:
+        seen.append(outcome)
+        if len(seen) == 2:
+            two_created.set()
+
+    async with ApiClient(
+        base_url=server.base_url, auth_headers=TOKEN_HEADERS, pacer=Pacer(3, 3600.0)
+    ) as client:
+        runner = Runner(
+            manifest=manifest,
+            validation=manifest.validate(),
+            client=client,
+            policy=RetryPolicy(),
+            report_dir=tmp_path / "reports",
+            default_account=ACCOUNT,
+            concurrency=4,
+            options=RunOptions(grace_s=0.2, lock_dir=tmp_path, on_outcome=on_outcome),
+        )
+        run = asyncio.create_task(runner.run())
+        await asyncio.wait_for(two_created.wait(), 10)
+        runner.request_stop()
+        result = await asyncio.wait_for(run, 10)
+
+    rows = rows_of(tmp_path)
+    assert result.exit_code == 6
+    assert len(rows) == 40
+    assert [r["outcome"] for r in rows].count("created") == 2

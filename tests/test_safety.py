@@ -296,3 +296,40 @@ async def test_restart_inside_the_window_remembers_the_spent_budget(
     assert stats["requests_total"] >= 60
     assert stats["rate_limited"] == 0
     assert_report_matches_sandbox(tmp_path, server)
+
+
+async def test_sigterm_while_waiting_for_the_budget_exits_within_the_grace(
+    tmp_path: Path, make_sandbox: MakeSandbox
+) -> None:
+    """A stop while every worker waits for the next window ends promptly, reported."""
+    server = await make_sandbox(clock=time.monotonic, quota=100, window_s=30.0)
+    manifest = write_csv_manifest(tmp_path / "m.csv", names(300))
+    env = sandbox_env(
+        server,
+        PROVISIONER_BUDGET_REQUESTS="100",
+        PROVISIONER_BUDGET_WINDOW_S="30",
+        PROVISIONER_GRACE_S="1",
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "provisioner",
+        "apply",
+        str(manifest),
+        "--report-dir",
+        str(tmp_path),
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+    await wait_for_creates(server, 99, timeout_s=60)
+    await asyncio.sleep(0.5)  # every worker now waits for the next window
+    process.send_signal(signal.SIGTERM)
+    _, stderr = await asyncio.wait_for(process.communicate(), 15)
+
+    assert process.returncode == 6, stderr.decode()[-3000:]
+    rows = read_report(tmp_path)["rows"]
+    assert len(rows) == 300
+    created = {r["namespace"] for r in rows if r["outcome"] == "created"}
+    assert created == set(held(server))
