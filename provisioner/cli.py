@@ -358,8 +358,10 @@ def plan(
 
 
 def _plan_exit_code(the_plan: Plan) -> int:
-    if the_plan.refused:
+    if the_plan.credentials_refused:
         return CredentialsRefusedError.exit_code
+    if the_plan.refused:
+        return EXIT_ROWS_FAILED
     if the_plan.prune_refused or any(
         d.action is Action.CONFLICT for d in the_plan.decisions
     ):
@@ -582,7 +584,7 @@ async def _api(
         settings.require_credentials()
 
         quota, window_s = settings.budget
-        pacer = Pacer(quota, window_s)
+        pacer = Pacer(quota, window_s, max_pause_s=settings.retry_deadline_s)
         client = await stack.enter_async_context(
             ApiClient(
                 base_url=settings.base_url,

@@ -116,7 +116,7 @@ class ApiClient:
         result = await self._call("GET", self._collection(account_id))
         if not isinstance(result, list):
             raise ServerError("list answer's result is not an array", method="GET")
-        return [Namespace.from_api(item) for item in result]
+        return [_namespace(item, "GET") for item in result]
 
     async def get_namespace(self, account_id: str, name: str) -> Namespace:
         """One namespace by name; NotFoundError when it is absent."""
@@ -126,7 +126,14 @@ class ApiClient:
     async def create_namespace(self, account_id: str, name: str) -> Namespace:
         """Create a namespace (the API answers 200 with the new object)."""
         result = await self._call("POST", self._collection(account_id), {"name": name})
-        return _namespace(result, "POST")
+        created = _namespace(result, "POST")
+        if created.namespace_name != name:
+            # Not the namespace asked for: its ID must not be recorded as ours.
+            raise ServerError(
+                f"create of {name!r} answered with {created.namespace_name!r}",
+                method="POST",
+            )
+        return created
 
     async def delete_namespace(self, account_id: str, name: str) -> None:
         """Delete a namespace and every Worker in it."""

@@ -90,6 +90,7 @@ class ApiError(ProvisionerError):
         self.status = status
         self.code = code
         self.may_have_committed = may_have_committed
+        self.attempts = 1  # set by the retry policy when it gives up
 
     def __repr__(self) -> str:
         return (

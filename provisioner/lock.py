@@ -16,13 +16,19 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from filelock import FileLock, Timeout
+from yarl import URL
 
 from provisioner.errors import LockHeldError
 
 
 def lock_path(account_id: str, base_url: str, directory: Path | None = None) -> Path:
-    """The lock file of one account of one API (a sandbox is another API)."""
-    api = hashlib.sha256(base_url.encode()).hexdigest()[:12]
+    """The lock file of one account of one API (a sandbox is another API).
+
+    The URL is normalised (scheme and host case, default port, trailing
+    slash) so that spellings of one address share a lock; a second name for a
+    host (``localhost`` and ``127.0.0.1``) is not recognised.
+    """
+    api = hashlib.sha256(_normalised(base_url).encode()).hexdigest()[:12]
     where = directory or Path(tempfile.gettempdir())
     return where / f"provisioner-{account_id}-{api}.lock"
 
@@ -49,6 +55,13 @@ def account_locks(
         yield
 
 
+def _normalised(base_url: str) -> str:
+    url = URL(base_url)
+    host = (url.host or "").lower()
+    port = "" if url.port is None or url.is_default_port() else f":{url.port}"
+    return f"{url.scheme.lower()}://{host}{port}{url.path.rstrip('/')}"
+
+
 def _take(stack: contextlib.ExitStack, path: Path, what: str) -> None:
     try:
         stack.enter_context(FileLock(path, timeout=0))
@@ -56,4 +69,9 @@ def _take(stack: contextlib.ExitStack, path: Path, what: str) -> None:
         raise LockHeldError(
             f"Another provisioner run holds the lock for {what} ({path}); "
             "wait for it to finish."
+        ) from None
+    except OSError as exc:
+        raise LockHeldError(
+            f"Cannot take the lock for {what} at {path}: {exc.strerror}. Remove "
+            "what is there, or set PROVISIONER_LOCK_DIR to a private directory."
         ) from None

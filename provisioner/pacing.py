@@ -81,11 +81,13 @@ class Pacer:
         *,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        max_pause_s: float = 900.0,
     ) -> None:
         if quota < 1 or window_s <= 0:
             raise ValueError("a budget needs at least 1 request per positive window")
         self.quota = quota
         self.window_s = window_s
+        self.max_pause_s = max_pause_s
         self._clock = clock
         self._sleep = sleep
         self._lock = asyncio.Lock()
@@ -227,7 +229,9 @@ class Pacer:
         """
         self.rate_limited_count += 1
         if retry_after_s is not None:
-            delay_s = retry_after_s
+            # A server asking for a day is not waited for: past max_pause_s the
+            # retry deadline fails the row instead.
+            delay_s = min(retry_after_s, self.max_pause_s)
         else:
             doubled_s = max(self._no_hint_pause_s * 2, NO_HINT_PAUSE_FLOOR_S)
             self._no_hint_pause_s = min(doubled_s, self.window_s)

@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from provisioner.client import ApiClient
-from provisioner.errors import ApiError, CredentialsRefusedError, NotFoundError
+from provisioner.errors import ApiError, CredentialsRefusedError
 from provisioner.manifest import Manifest, Validation
 from provisioner.models import ManifestRow, Namespace
 from provisioner.names import url_safe
@@ -50,7 +50,9 @@ async def list_accounts(
                 name=account,
                 idempotent=True,
             )
-        except (CredentialsRefusedError, NotFoundError) as exc:
+        except ApiError as exc:
+            # Refused (401/403/404), or unreachable past every retry: the
+            # account fails alone; the others go on.
             view.refused = exc
             log.error(
                 "account_refused",
@@ -88,6 +90,7 @@ class Plan:
     unmanaged: dict[str, list[Namespace]]
     refused: dict[str, str]
     invalid_rows: int = 0
+    credentials_refused: bool = False
     prune: PrunePlan | None = None
     prune_refused: str | None = None
 
@@ -95,8 +98,9 @@ class Plan:
         """Rows by action, plus unmanaged namespaces."""
         counts = Counter(d.action.value for d in self.decisions)
         out = {action.value: counts.get(action.value, 0) for action in Action}
-        out["unmanaged"] = sum(len(v) for v in self.unmanaged.values())
         out["delete"] = len(self.prune.deletions) if self.prune else 0
+        loose = sum(len(v) for v in self.unmanaged.values())
+        out["unmanaged"] = loose - out["delete"]
         return out
 
     @property
@@ -238,6 +242,9 @@ async def build_plan(
         if view.refused is not None
     }
     the_plan = Plan(decisions, loose, refused, len(validation.invalid_lines))
+    the_plan.credentials_refused = any(
+        isinstance(view.refused, CredentialsRefusedError) for view in views.values()
+    )
     if prune:
         listed = {a: v.namespaces for a, v in views.items() if v.refused is None}
         try:

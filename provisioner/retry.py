@@ -29,7 +29,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from provisioner.errors import RateLimitedError, TransientError
+from provisioner.errors import ApiError, RateLimitedError, TransientError
 
 log = structlog.get_logger("provisioner.retry")
 
@@ -118,12 +118,18 @@ class RetryPolicy:
             before_sleep=before_sleep,
             reraise=True,
         )
-        async for attempt in retrying:
-            with attempt:
-                value = await fn()
-            if not attempt.retry_state.outcome or attempt.retry_state.outcome.failed:
-                continue
-            return Attempted(value, attempt.retry_state.attempt_number)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    value = await fn()
+                if (
+                    attempt.retry_state.outcome
+                    and not attempt.retry_state.outcome.failed
+                ):
+                    return Attempted(value, attempt.retry_state.attempt_number)
+        except ApiError as exc:
+            exc.attempts = retrying.statistics.get("attempt_number", 1)
+            raise
         raise AssertionError("tenacity ended without a result or an error")
 
 

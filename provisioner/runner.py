@@ -670,7 +670,7 @@ class Runner:
                 code=exc.code,
                 error=exc.message,
             )
-        return _failed(decision.row, decision.account_id, exc, attempts=0)
+        return _failed(decision.row, decision.account_id, exc, attempts=exc.attempts)
 
     def _on_refused(self, exc: CredentialsRefusedError) -> None:
         if self._fatal is None:
@@ -797,13 +797,16 @@ class Runner:
                 if offset is None:
                     continue
                 original = read_record_at(handle, offset)
+                outcome = original.get("outcome")
+                if outcome in (Outcome.CREATED, Outcome.RENAMED, Outcome.UPDATED):
+                    outcome = Outcome.EXISTING  # the first row did it, not this one
+                copied = {k: v for k, v in original.items() if k not in ("type", "at")}
                 journal.outcome_later(
                     {
-                        **{
-                            k: v for k, v in original.items() if k not in ("type", "at")
-                        },
+                        **copied,
                         "key": row_key(line),
                         "line": line,
+                        "outcome": outcome,
                         "attempts": 0,
                         "duplicate_of": first,
                     }
@@ -890,9 +893,12 @@ def _settled(
 
 
 def _failure_fields(exc: ApiError) -> dict[str, Any]:
-    detail = exc.message if exc.status is None else f"HTTP {exc.status}: {exc.message}"
+    detail = exc.message
+    if exc.status is not None and not detail.startswith("HTTP "):
+        detail = f"HTTP {exc.status}: {detail}"
     return {
         "outcome": Outcome.FAILED,
+        "attempts": exc.attempts,
         "error_code": exc.code,
         "error_message": detail,
     }

@@ -307,3 +307,14 @@ async def test_429_holds_every_worker_for_retry_after(
     assert time_.now_s >= expected_s - tolerance_s
     assert time_.now_s <= expected_s + 1.0
     pacer.release(other_worker)
+
+
+async def test_create_answered_with_another_name_is_not_taken(
+    client: ApiClient,
+) -> None:
+    """A create whose answer names another namespace is an unknown outcome."""
+    with aioresponses() as mocked:
+        mocked.post(COLLECTION, payload=ok({**NAMESPACE, "namespace_name": "other"}))
+
+        with pytest.raises(ServerError, match="other"):
+            await client.create_namespace(ACCOUNT, "acme")

@@ -322,3 +322,10 @@ async def test_reset_estimate_keeps_the_earliest_bound_in_a_window() -> None:
     await pacer.acquire()
 
     assert time.now_s == pytest.approx(3.0)
+
+
+def test_a_pause_is_capped() -> None:
+    """A Retry-After of a day pauses only max_pause_s; the deadline does the rest."""
+    pacer = Pacer(10, 5.0, max_pause_s=900.0)
+
+    assert pacer.rate_limited(86_400.0) == 900.0

@@ -70,7 +70,7 @@ def rows_of(tmp_path: Path) -> list[dict[str, Any]]:
 async def test_exact_repeat_is_provisioned_once_and_reported_twice(
     tmp_path: Path, server: SandboxServer, make_runner: RunnerFactory
 ) -> None:
-    """A row repeated exactly is created once; both rows carry the same ID."""
+    """A row repeated exactly is created once; the copy is existing, same ID."""
     manifest = write(tmp_path / "m.csv", "namespace,tenant_id\na,1\nb,2\na,1\n")
 
     result = await make_runner(manifest).run()
@@ -79,7 +79,9 @@ async def test_exact_repeat_is_provisioned_once_and_reported_twice(
     rows = rows_of(tmp_path)
     assert [r["row"] for r in rows] == [2, 3, 4]
     assert rows[2]["namespace_id"] == rows[0]["namespace_id"]
-    assert rows[2]["outcome"] == "created"
+    assert rows[0]["outcome"] == "created"
+    assert rows[2]["outcome"] == "existing"
+    assert result.summary["outcomes"]["created"] == 2
     assert server.stats()["creates_committed"] == 2
 
 
@@ -270,3 +272,57 @@ async def test_stop_while_waiting_for_budget_ends_promptly(
     assert result.exit_code == 6
     assert len(rows) == 40
     assert [r["outcome"] for r in rows].count("created") == 2
+
+
+async def test_unreachable_api_fails_the_rows_with_a_report(tmp_path: Path) -> None:
+    """A LIST that never answers fails its account's rows: exit 3, a report."""
+    manifest = Manifest(write(tmp_path / "m.csv", "namespace\na\nb\n"))
+    async with ApiClient(
+        base_url="http://127.0.0.1:9/client/v4",
+        auth_headers=TOKEN_HEADERS,
+        pacer=Pacer(100, 1.0),
+    ) as client:
+        result = await Runner(
+            manifest=manifest,
+            validation=manifest.validate(),
+            client=client,
+            policy=RetryPolicy(max_attempts=2, backoff_initial_s=0.001),
+            report_dir=tmp_path / "reports",
+            default_account=ACCOUNT,
+            concurrency=2,
+            options=RunOptions(lock_dir=tmp_path),
+        ).run()
+
+    rows = rows_of(tmp_path)
+    assert result.exit_code == 3
+    assert [r["outcome"] for r in rows] == ["failed", "failed"]
+    assert rows[0]["attempts"] == 2
+
+
+def test_spellings_of_one_url_share_a_lock(tmp_path: Path) -> None:
+    """Case, default port and a trailing slash do not make a second lock."""
+    from provisioner.lock import lock_path
+
+    paths = {
+        lock_path(ACCOUNT, url, tmp_path)
+        for url in (
+            "https://api.cloudflare.com/client/v4",
+            "HTTPS://API.Cloudflare.com:443/client/v4/",
+        )
+    }
+
+    assert len(paths) == 1
+
+
+def test_unusable_lock_file_is_exit_7(tmp_path: Path) -> None:
+    """A lock path that cannot be opened is a clear LockHeldError, not a crash."""
+    from provisioner.lock import lock_path
+
+    blocker = lock_path(ACCOUNT, "http://x", tmp_path)
+    blocker.symlink_to(blocker)
+
+    with (
+        pytest.raises(LockHeldError, match="Cannot take the lock"),
+        account_locks([ACCOUNT], "http://x", tmp_path),
+    ):
+        pass
