@@ -340,9 +340,12 @@ class OtherClients:
             observed_s = now - self._window_since
             if last is not None and observed_s > 0:
                 self._previous_rate_per_s = self._window_spent / observed_s
-            elapsed_s = max(0.5, window_s - (reset_at - now))
+            elapsed_s = max(1.0, window_s - (reset_at - now))
             self._window_since = now - elapsed_s
-            self._window_spent = max(0, quota - remaining - 1)
+            # Ours in the new window: at most what we sent since the last answer
+            # of the old one (all we ever sent, at the first answer of a run).
+            ours = seq + 1 if last is None else max(1, seq - last[0])
+            self._window_spent = max(0, quota - remaining - ours)
             return
 
         assert last is not None
