@@ -62,6 +62,22 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+async def spawn_cli(
+    *args: str, env: dict[str, str], stderr: int = asyncio.subprocess.PIPE
+) -> asyncio.subprocess.Process:
+    """Start ``python -m provisioner ARGS`` and return the running process."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "provisioner",
+        *args,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=stderr,
+    )
+
+
 async def run_cli(
     *args: str, env: dict[str, str], cwd: Path | None = None, timeout_s: float = 90
 ) -> Completed:

@@ -9,14 +9,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-from cli_helpers import read_report, run_cli, sandbox_env, write_csv_manifest
+from cli_helpers import (
+    read_report,
+    run_cli,
+    sandbox_env,
+    spawn_cli,
+    write_csv_manifest,
+)
 from sandbox_fixtures import ACCOUNT, TOKEN_HEADERS, MakeSandbox, namespaces_url
 
 from provisioner.sandbox import FaultRates, SandboxServer
@@ -167,15 +172,7 @@ async def test_killed_runs_resume_to_a_complete_report(
 
     # Kill when the sandbox has seen this many creates, whatever the machine's speed.
     for kill_at in (150, 450, 700):
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "provisioner",
-            *args,
-            env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
+        process = await spawn_cli(*args, env=env, stderr=asyncio.subprocess.DEVNULL)
         await wait_for_creates(server, kill_at, timeout_s=60)
         process.kill()
         await process.wait()
@@ -227,17 +224,8 @@ async def test_sigterm_finishes_in_flight_calls_and_writes_the_report(
     env = sandbox_env(
         server, PROVISIONER_BUDGET_REQUESTS="100", PROVISIONER_BUDGET_WINDOW_S="1"
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "provisioner",
-        "apply",
-        str(manifest),
-        "--report-dir",
-        str(tmp_path),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    process = await spawn_cli(
+        "apply", str(manifest), "--report-dir", str(tmp_path), env=env
     )
 
     await wait_for_creates(server, 150, timeout_s=60)
@@ -273,15 +261,7 @@ async def test_restart_inside_the_window_remembers_the_spent_budget(
         server, PROVISIONER_BUDGET_REQUESTS="60", PROVISIONER_BUDGET_WINDOW_S="4"
     )
     args = ["apply", str(manifest), "--report-dir", str(tmp_path)]
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "provisioner",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    process = await spawn_cli(*args, env=env, stderr=asyncio.subprocess.DEVNULL)
 
     for _ in range(100):  # wait until the first window's budget is spent
         await asyncio.sleep(0.05)
@@ -310,17 +290,8 @@ async def test_sigterm_while_waiting_for_the_budget_exits_within_the_grace(
         PROVISIONER_BUDGET_WINDOW_S="30",
         PROVISIONER_GRACE_S="1",
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "provisioner",
-        "apply",
-        str(manifest),
-        "--report-dir",
-        str(tmp_path),
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
+    process = await spawn_cli(
+        "apply", str(manifest), "--report-dir", str(tmp_path), env=env
     )
 
     await wait_for_creates(server, 99, timeout_s=60)
