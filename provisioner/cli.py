@@ -73,91 +73,97 @@ class Common:
         return load_settings(self.overrides, self.config)
 
 
-def _common_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option(
-            "--config",
-            "config",
-            type=click.Path(path_type=Path, dir_okay=False),
-            help="TOML settings file (or PROVISIONER_CONFIG).",
-        ),
-        click.option("--account-id", help="Default account (CLOUDFLARE_ACCOUNT_ID)."),
-        click.option("--base-url", help="API base URL (CLOUDFLARE_BASE_URL)."),
-        click.option(
-            "--budget-requests",
-            type=int,
-            help="Requests allowed per budget window (default 1080, 90% of 1200).",
-        ),
-        click.option(
-            "--budget-window-s", type=float, help="Budget window in seconds (300)."
-        ),
-        click.option("--concurrency", type=int, help="Requests in flight at most."),
-        click.option("--timeout-s", type=float, help="Timeout of one request."),
-        click.option(
-            "--report-dir",
-            type=click.Path(path_type=Path, file_okay=False),
-            help="Where the report and journal go (PROVISIONER_REPORT_DIR).",
-        ),
-        click.option("--log-format", type=click.Choice(["auto", "json", "console"])),
-        click.option(
-            "--log-level", type=click.Choice(["debug", "info", "warning", "error"])
-        ),
-        click.option("--name-pattern", help="Regular expression names must match."),
-        click.option(
-            "--metrics-textfile",
-            type=click.Path(path_type=Path, dir_okay=False),
-            help="Write Prometheus metrics here (node_exporter textfile collector; "
-            "name it *.prom).",
-        ),
-        click.option("--quiet", is_flag=True, help="No progress bar or summary."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
-def _sandbox_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option(
-            "--sandbox",
-            is_flag=True,
-            help="Talk to an in-process sandbox of the API instead of Cloudflare.",
-        ),
-        click.option(
-            "--sandbox-state",
-            type=click.Path(path_type=Path, dir_okay=False),
-            help="Sandbox state file (default: REPORT_DIR/sandbox-state.json).",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+def _stack(*options: Decorator) -> Decorator:
+    """One decorator applying ``options`` in the order they are listed."""
+
+    def apply(func: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return apply
 
 
-def _prune_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option(
-            "--prune",
-            is_flag=True,
-            help="Delete namespaces the manifest does not name (and every Worker "
-            "in them). Off unless asked for.",
-        ),
-        click.option(
-            "--prune-threshold",
-            type=click.FloatRange(0.0, 1.0),
-            default=DEFAULT_THRESHOLD,
-            show_default=True,
-            help="Refuse to prune more than this share of an account's namespaces.",
-        ),
-        click.option(
-            "--force-prune",
-            is_flag=True,
-            help="Prune even above the threshold (never on an empty manifest).",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+_OFFLINE_OPTIONS = (
+    click.option(
+        "--config",
+        "config",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="TOML settings file (or PROVISIONER_CONFIG).",
+    ),
+    click.option("--log-format", type=click.Choice(["auto", "json", "console"])),
+    click.option(
+        "--log-level", type=click.Choice(["debug", "info", "warning", "error"])
+    ),
+    click.option("--name-pattern", help="Regular expression names must match."),
+    click.option("--quiet", is_flag=True, help="No progress bar or summary."),
+)
+
+_NETWORK_OPTIONS = (
+    click.option("--account-id", help="Default account (CLOUDFLARE_ACCOUNT_ID)."),
+    click.option("--base-url", help="API base URL (CLOUDFLARE_BASE_URL)."),
+    click.option(
+        "--budget-requests",
+        type=int,
+        help="Requests allowed per budget window (default 1080, 90% of 1200).",
+    ),
+    click.option(
+        "--budget-window-s", type=float, help="Budget window in seconds (300)."
+    ),
+    click.option("--concurrency", type=int, help="Requests in flight at most."),
+    click.option("--timeout-s", type=float, help="Timeout of one request."),
+    click.option(
+        "--report-dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        help="Where the report and journal go (PROVISIONER_REPORT_DIR).",
+    ),
+    click.option(
+        "--metrics-textfile",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="Write Prometheus metrics here (node_exporter textfile collector; "
+        "name it *.prom).",
+    ),
+)
+
+_offline_options = _stack(*_OFFLINE_OPTIONS)
+_common_options = _stack(*_OFFLINE_OPTIONS, *_NETWORK_OPTIONS)
+
+_sandbox_options = _stack(
+    click.option(
+        "--sandbox",
+        is_flag=True,
+        help="Talk to an in-process sandbox of the API instead of Cloudflare.",
+    ),
+    click.option(
+        "--sandbox-state",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="Sandbox state file (default: REPORT_DIR/sandbox-state.json).",
+    ),
+)
+
+_prune_options = _stack(
+    click.option(
+        "--prune",
+        is_flag=True,
+        help="Delete namespaces the manifest does not name (and every Worker "
+        "in them). Off unless asked for.",
+    ),
+    click.option(
+        "--prune-threshold",
+        type=click.FloatRange(0.0, 1.0),
+        default=DEFAULT_THRESHOLD,
+        show_default=True,
+        help="Refuse to prune more than this share of an account's namespaces.",
+    ),
+    click.option(
+        "--force-prune",
+        is_flag=True,
+        help="Prune even above the threshold (never on an empty manifest).",
+    ),
+)
 
 
 def _gather(kwargs: dict[str, Any]) -> Common:
@@ -246,7 +252,7 @@ def cli() -> None:
 @click.argument("manifest", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print problems as JSON.")
 @click.option("--delimiter", help="CSV delimiter (detected when absent).")
-@_common_options
+@_offline_options
 def validate(manifest: Path, as_json: bool, delimiter: str | None, **kw: Any) -> int:
     """Check a manifest offline and list every problem at once (exit 4 on errors)."""
     common = _gather(kw)

@@ -183,6 +183,7 @@ class ApiClient:
         if self._halted:
             self._pacer.release(ticket)
             raise RunInterruptedError("the run is stopping; call not sent")
+        sent_at = time.monotonic()
         try:
             self.stats.requests_sent += 1
             async with self._session.request(method, url, json=body) as response:
@@ -200,6 +201,13 @@ class ApiClient:
             self._pacer.release(ticket, headers)
 
         self.stats.by_status[f"{method} {status}"] += 1
+        log.debug(
+            "api_answered",
+            method=method,
+            path=where["path"],
+            status=status,
+            elapsed_ms=round((time.monotonic() - sent_at) * 1000, 1),
+        )
         result = self._interpret(status, raw, headers or dict(response.headers), where)
         self.stats.succeeded += 1
         return result
