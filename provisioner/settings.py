@@ -8,6 +8,7 @@ file is named by ``--config`` or ``PROVISIONER_CONFIG`` and uses the field names
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -249,6 +250,11 @@ def _describe(exc: ValidationError) -> str:
     sentences = []
     for error in exc.errors(include_input=False, include_url=False):
         loc = ".".join(str(part) for part in error["loc"]) or "settings"
+        if error["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(loc, list(Settings.model_fields), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            sentences.append(f"Unknown setting {loc} in the settings file{hint}.")
+            continue
         field = _field_of(loc)
         where = (
             f"{field} ({env_name(field)})" if field in Settings.model_fields else loc
