@@ -144,7 +144,7 @@ def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
 
 def test_unknown_toml_key_is_refused(tmp_path: Path) -> None:
     """A misspelt key in the file is an error, not silently ignored."""
-    with pytest.raises(SettingsError, match="concurency.*did you mean concurrency"):
+    with pytest.raises(SettingsError, match=r"concurency.*did you mean concurrency"):
         load_settings(config_file=write_toml(tmp_path, "concurency = 3"))
 
 
