@@ -243,10 +243,14 @@ class Runner:
                     field_name + problem.message
                 )
         for line, texts in messages.items():
+            values = self.validation.invalid_values.get(line, {})
             journal.outcome_later(
                 {
                     "key": row_key(line),
                     "line": line,
+                    "namespace": values.get("namespace"),
+                    "account_id": values.get("account_id") or self.default_account,
+                    "columns": values,
                     "outcome": Outcome.INVALID,
                     "attempts": 0,
                     "error_message": "; ".join(texts),

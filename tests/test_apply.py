@@ -136,6 +136,8 @@ async def test_skip_invalid_reports_invalid_rows_and_creates_the_rest(
     assert result.code == 3
     rows = read_report(tmp_path)["rows"]
     assert [(r["row"], r["outcome"]) for r in rows] == [(2, "created"), (3, "invalid")]
+    assert rows[1]["namespace"] == "bad/name"
+    assert "'/'" in rows[1]["error_message"]
     assert [ns.namespace_name for ns in server.store.list_for(ACCOUNT)] == ["good-name"]
 
 

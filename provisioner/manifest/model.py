@@ -64,6 +64,9 @@ class Validation:
     columns: list[str] = field(default_factory=list)
     sha256: str = ""
     row_problems: dict[int, list[Problem]] = field(default_factory=dict)
+    # The values as written of rows found invalid on their own (for the
+    # report's `invalid` rows); capped, so a file of bad rows stays cheap.
+    invalid_values: dict[int, dict[str, str]] = field(default_factory=dict)
 
     @property
     def errors(self) -> list[Problem]:

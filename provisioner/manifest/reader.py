@@ -47,6 +47,10 @@ def _refusal(problems: list[Problem], reason: Problem) -> ManifestError:
     return ManifestError(message, problems)
 
 
+# Values kept for invalid rows, for the report; beyond this only the line is.
+_KEPT_VALUES = 100_000
+
+
 class _Collector:
     """Folds scan items into a Validation."""
 
@@ -84,6 +88,10 @@ class _Collector:
             )
         if entry.problems:
             self.row_problems.extend((entry.line, p) for p in entry.problems)
+            invalid = self.validation.invalid_values
+            erroneous = any(p.severity == "error" for p in entry.problems)
+            if erroneous and entry.values is not None and len(invalid) < _KEPT_VALUES:
+                invalid[entry.line] = dict(entry.values.text)
         if entry.values is not None:
             self.tracker.add(entry.line, entry.values)
             if not self.columns.keys() >= entry.values.text.keys():
