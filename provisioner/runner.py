@@ -56,6 +56,15 @@ from provisioner.models import ManifestRow, Namespace, Outcome
 from provisioner.plan import AccountView, list_accounts
 from provisioner.prune import DEFAULT_THRESHOLD, Deletion, PrunePlan, plan_prune
 from provisioner.reconcile import Action, Decision, decide, unmanaged
+from provisioner.records import (
+    conflict,
+    deletion_base,
+    failed,
+    failure_fields,
+    row_key,
+    settled,
+    unattempted,
+)
 from provisioner.report import ReportPaths, count_outcomes, write_report
 from provisioner.retry import RetryPolicy
 
@@ -96,11 +105,6 @@ class RunResult:
     summary: dict[str, Any]
     report: ReportPaths
     journal_path: Path
-
-
-def row_key(line: int) -> str:
-    """The journal key of a manifest row."""
-    return f"line:{line}"
 
 
 class Runner:
@@ -405,7 +409,7 @@ class Runner:
             key = row_key(row.line)
             if key in state.outcomes or row.line in self.validation.duplicate_of:
                 continue
-            record = _unattempted(row, self._account_of(row))
+            record = unattempted(row, self._account_of(row))
             if key in state.open_intents:
                 record["unresolved"] = True
             journal.outcome_later(record)
@@ -421,17 +425,17 @@ class Runner:
             view = self._accounts[account]
 
             if self._stop.is_set() or self._fatal is not None:
-                journal.outcome_later(_unattempted(row, account))
+                journal.outcome_later(unattempted(row, account))
                 continue
             if view.refused is not None:
-                journal.outcome_later(_failed(row, account, view.refused, attempts=0))
+                journal.outcome_later(failed(row, account, view.refused, attempts=0))
                 self._notify(Outcome.FAILED)
                 continue
 
             found = self._resolved.get(key)
             if found is not None:
                 outcome = Outcome.RENAMED if row.previous_name else Outcome.CREATED
-                await journal.outcome(_settled(row, account, outcome, found, 0))
+                await journal.outcome(settled(row, account, outcome, found, 0))
                 self._notify(outcome)
                 continue
 
@@ -439,14 +443,14 @@ class Runner:
             if decision.action is Action.ADOPT:
                 assert decision.existing is not None
                 outcome = self._adopted_outcome(key)
-                record = _settled(row, account, outcome, decision.existing, 0)
+                record = settled(row, account, outcome, decision.existing, 0)
                 if outcome is Outcome.EXISTING:
                     journal.outcome_later(record)
                 else:
                     await journal.outcome(record)
                 self._notify(outcome)
             elif decision.action is Action.CONFLICT:
-                journal.outcome_later(_conflict(row, account, decision.reason))
+                journal.outcome_later(conflict(row, account, decision.reason))
                 self._notify(Outcome.FAILED)
             else:
                 await queue.put(decision)
@@ -462,7 +466,7 @@ class Runner:
             )
             journal.outcome_later(
                 {
-                    **_deletion_base(deletion),
+                    **deletion_base(deletion),
                     "outcome": Outcome.NOT_ATTEMPTED,
                     "error_message": "name is unsafe in a URL path; never deleted",
                 }
@@ -472,7 +476,7 @@ class Runner:
                 continue
             if self._stop.is_set() or self._fatal is not None:
                 journal.outcome_later(
-                    {**_deletion_base(deletion), "outcome": Outcome.NOT_ATTEMPTED}
+                    {**deletion_base(deletion), "outcome": Outcome.NOT_ATTEMPTED}
                 )
                 continue
             await queue.put(deletion)
@@ -498,7 +502,7 @@ class Runner:
                 continue
             assert isinstance(item, Decision)
             if self._stop.is_set() or self._fatal is not None:
-                journal.outcome_later(_unattempted(item.row, item.account_id))
+                journal.outcome_later(unattempted(item.row, item.account_id))
                 continue
 
             try:
@@ -512,7 +516,7 @@ class Runner:
             except asyncio.CancelledError:
                 journal.outcome_later(
                     {
-                        **_unattempted(item.row, item.account_id),
+                        **unattempted(item.row, item.account_id),
                         "unresolved": True,
                         "error_message": "stopped while a call was in flight; "
                         "a rerun looks the name up",
@@ -523,7 +527,7 @@ class Runner:
             self._notify(str(record["outcome"]))
 
     async def _work_deletion(self, deletion: Deletion, journal: Journal) -> None:
-        base = _deletion_base(deletion)
+        base = deletion_base(deletion)
         if self._stop.is_set() or self._fatal is not None:
             journal.outcome_later({**base, "outcome": Outcome.NOT_ATTEMPTED})
             return
@@ -548,11 +552,11 @@ class Runner:
             if isinstance(exc, RunInterruptedError) or self._stop.is_set():
                 record = {**base, "outcome": Outcome.NOT_ATTEMPTED, "unresolved": True}
             else:
-                record = {**base, **_failure_fields(exc)}
+                record = {**base, **failure_fields(exc)}
         except ApiError as exc:
             if isinstance(exc, CredentialsRefusedError):
                 self._on_refused(exc)
-            record = {**base, **_failure_fields(exc)}
+            record = {**base, **failure_fields(exc)}
         else:
             log.info("namespace_deleted", namespace=name, attempts=attempts)
             record = {**base, "outcome": Outcome.DELETED, "attempts": attempts}
@@ -626,7 +630,7 @@ class Runner:
                 return self._failure(decision, exc)
             # Stopped mid-row: the call may have gone out, so the next run
             # looks the name up before doing anything else with it.
-            return {**_unattempted(row, account), "unresolved": True}
+            return {**unattempted(row, account), "unresolved": True}
         except ApiError as exc:
             return self._failure(decision, exc)
 
@@ -655,7 +659,7 @@ class Runner:
             namespace_id=namespace.namespace_id,
             attempts=attempts,
         )
-        record = _settled(row, account, outcome, namespace, attempts)
+        record = settled(row, account, outcome, namespace, attempts)
         if decision.changes:
             record["changes"] = {
                 k: {"from": before, "to": after}
@@ -674,7 +678,7 @@ class Runner:
                 code=exc.code,
                 error=exc.message,
             )
-        return _failed(decision.row, decision.account_id, exc, attempts=exc.attempts)
+        return failed(decision.row, decision.account_id, exc, attempts=exc.attempts)
 
     def _on_refused(self, exc: CredentialsRefusedError) -> None:
         if self._fatal is None:
@@ -869,78 +873,3 @@ class Runner:
         if counts[Outcome.FAILED] or counts[Outcome.INVALID]:
             return 3
         return 0
-
-
-def _base(row: ManifestRow, account: str) -> dict[str, Any]:
-    return {
-        "key": row_key(row.line),
-        "line": row.line,
-        "account_id": account,
-        "namespace": row.namespace,
-        "previous_name": row.previous_name,
-        "columns": row.columns(),
-    }
-
-
-def _settled(
-    row: ManifestRow, account: str, outcome: Outcome, ns: Namespace, attempts: int
-) -> dict[str, Any]:
-    return {
-        **_base(row, account),
-        "outcome": outcome,
-        "namespace_id": ns.namespace_id,
-        "created_on": ns.created_on,
-        "attempts": attempts,
-        "error_code": None,
-        "error_message": None,
-    }
-
-
-def _failure_fields(exc: ApiError) -> dict[str, Any]:
-    detail = exc.message
-    if exc.status is not None and not detail.startswith("HTTP "):
-        detail = f"HTTP {exc.status}: {detail}"
-    return {
-        "outcome": Outcome.FAILED,
-        "attempts": exc.attempts,
-        "error_code": exc.code,
-        "error_message": detail,
-    }
-
-
-def _failed(
-    row: ManifestRow, account: str, exc: ApiError, *, attempts: int
-) -> dict[str, Any]:
-    return {
-        **_base(row, account),
-        "namespace_id": None,
-        "created_on": None,
-        "attempts": attempts,
-        **_failure_fields(exc),
-    }
-
-
-def _deletion_base(deletion: Deletion) -> dict[str, Any]:
-    namespace = deletion.namespace
-    return {
-        "key": deletion.key,
-        "line": None,
-        "account_id": deletion.account_id,
-        "namespace": namespace.namespace_name,
-        "namespace_id": namespace.namespace_id,
-        "created_on": namespace.created_on,
-        "attempts": 0,
-    }
-
-
-def _conflict(row: ManifestRow, account: str, reason: str) -> dict[str, Any]:
-    return {
-        **_base(row, account),
-        "outcome": Outcome.FAILED,
-        "attempts": 0,
-        "error_message": reason,
-    }
-
-
-def _unattempted(row: ManifestRow, account: str) -> dict[str, Any]:
-    return {**_base(row, account), "outcome": Outcome.NOT_ATTEMPTED, "attempts": 0}
