@@ -27,6 +27,7 @@ from typing import Any
 
 import click
 import structlog
+from pydantic import SecretStr
 
 from provisioner import __version__
 from provisioner.ci_summary import step_summary_path
@@ -188,6 +189,14 @@ def _gather(kwargs: dict[str, Any]) -> Common:
     )
 
 
+def _start(kwargs: dict[str, Any]) -> tuple[Common, Settings]:
+    """Shared options gathered, settings loaded, logging configured: once."""
+    common = _gather(kwargs)
+    settings = common.settings()
+    _setup_logging(settings)
+    return common, settings
+
+
 def _setup_logging(settings: Settings) -> None:
     configure_logging(
         log_format=settings.log_format,
@@ -255,9 +264,7 @@ def cli() -> None:
 @_offline_options
 def validate(manifest: Path, as_json: bool, delimiter: str | None, **kw: Any) -> int:
     """Check a manifest offline and list every problem at once (exit 4 on errors)."""
-    common = _gather(kw)
-    settings = common.settings()
-    _setup_logging(settings)
+    _, settings = _start(kw)
 
     try:
         _, validation = _read_manifest(manifest, settings, delimiter)
@@ -331,9 +338,7 @@ def plan(
     **kw: Any,
 ) -> int:
     """Show what apply would change; exit 0 when nothing, 2 when changes are pending."""
-    common = _gather(kw)
-    settings = common.settings()
-    _setup_logging(settings)
+    _, settings = _start(kw)
     the_manifest, validation = _read_manifest(manifest, settings, delimiter)
     _refuse_errors(manifest, validation, hint="run `provisioner validate` for the list")
 
@@ -408,9 +413,7 @@ def apply(
     **kw: Any,
 ) -> int:
     """Create what the manifest asks for and write the reconciliation report."""
-    common = _gather(kw)
-    settings = common.settings()
-    _setup_logging(settings)
+    common, settings = _start(kw)
     the_manifest, validation = _read_manifest(manifest, settings, delimiter)
     if not skip_invalid:
         _refuse_errors(manifest, validation, hint="fix them, or pass --skip-invalid")
@@ -480,15 +483,13 @@ def export(
     **kw: Any,
 ) -> int:
     """Write the account's namespaces as a manifest that apply takes back unchanged."""
-    common = _gather(kw)
-    settings = common.settings()
-    _setup_logging(settings)
+    common, settings = _start(kw)
     fmt = _format_of(output)
     policy = NamePolicy(pattern=settings.name_pattern)
 
     async def go() -> int:
         async with _api(settings, sandbox, sandbox_state) as (client, retry, s):
-            wanted = list(accounts) or [str(s.account_id)]
+            wanted = list(accounts) or [s.require_account()]
             views = await list_accounts(client, retry, wanted)
         refused = [a for a, v in views.items() if v.refused is not None]
         if refused:
@@ -615,7 +616,7 @@ def _on_sandbox(settings: Settings, server: Any) -> Settings:
     return settings.model_copy(
         update={
             "base_url": server.base_url,
-            "api_token": _secret(config.token),
+            "api_token": SecretStr(config.token),
             "email": None,
             "api_key": None,
             "account_id": settings.account_id or config.accounts[0],
@@ -623,12 +624,6 @@ def _on_sandbox(settings: Settings, server: Any) -> Settings:
             "budget_window_s": config.window_s,
         }
     )
-
-
-def _secret(value: str) -> Any:
-    from pydantic import SecretStr
-
-    return SecretStr(value)
 
 
 # -- entry point ----------------------------------------------------------------

@@ -179,7 +179,8 @@ class ApiClient:
         if self._halted:
             raise RunInterruptedError("the run is stopping; call not sent")
         ticket = await self._pacer.acquire()
-        headers: dict[str, str] | None = None
+        headers: dict[str, str] = {}
+        status = 0
         if self._halted:
             self._pacer.release(ticket)
             raise RunInterruptedError("the run is stopping; call not sent")
@@ -188,8 +189,7 @@ class ApiClient:
             self.stats.requests_sent += 1
             async with self._session.request(method, url, json=body) as response:
                 status = response.status
-                if status != 429:
-                    headers = dict(response.headers)
+                headers = dict(response.headers)
                 raw = await response.read()
         except aiohttp.ConnectionTimeoutError as exc:
             raise self._transport(exc, where, committed=False) from None
@@ -198,7 +198,9 @@ class ApiClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._transport(exc, where, committed=method in _MUTATING) from None
         finally:
-            self._pacer.release(ticket, headers)
+            # A 429's "0 remaining" teaches the pacer nothing; the pause does.
+            learned = headers if headers and status != 429 else None
+            self._pacer.release(ticket, learned)
 
         self.stats.by_status[f"{method} {status}"] += 1
         log.debug(
@@ -208,7 +210,7 @@ class ApiClient:
             status=status,
             elapsed_ms=round((time.monotonic() - sent_at) * 1000, 1),
         )
-        result = self._interpret(status, raw, headers or dict(response.headers), where)
+        result = self._interpret(status, raw, headers, where)
         self.stats.succeeded += 1
         return result
 

@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from provisioner.client import ApiClient
-from provisioner.errors import ApiError, CredentialsRefusedError
+from provisioner.errors import ApiError, CredentialsRefusedError, SettingsError
 from provisioner.manifest import Manifest, Validation
 from provisioner.models import ManifestRow, Namespace
 from provisioner.names import url_safe
@@ -67,18 +67,28 @@ async def list_accounts(
 
 
 def accounts_of(
-    rows: Iterable[ManifestRow], default: str | None
+    rows: Iterable[ManifestRow], default: str | None, *, source: str = "manifest"
 ) -> dict[str, set[str]]:
-    """Account -> names the manifest wants there (previous names included)."""
+    """Account -> names the manifest wants there (previous names included).
+
+    A row with no account_id when no default account is set is a
+    SettingsError naming its line. With no rows, the default account is
+    listed all the same (its namespaces are all unmanaged).
+    """
     wanted: dict[str, set[str]] = {}
     for row in rows:
         account = row.account_id or default
         if account is None:
-            continue
+            raise SettingsError(
+                f"{source}:{row.line}: the row has no account_id and no default "
+                "account is set; set CLOUDFLARE_ACCOUNT_ID."
+            )
         names = wanted.setdefault(account, set())
         names.add(row.namespace)
         if row.previous_name:
             names.add(row.previous_name)
+    if not wanted and default is not None:
+        wanted[default] = set()
     return wanted
 
 
@@ -219,7 +229,7 @@ async def build_plan(
     force_prune: bool = False,
 ) -> Plan:
     """Decide every row against one LIST per account (and deletions, if pruning)."""
-    wanted = accounts_of(manifest.rows(), default_account)
+    wanted = accounts_of(manifest.rows(), default_account, source=str(manifest.path))
     views = await list_accounts(client, policy, wanted)
 
     decisions = []

@@ -37,7 +37,6 @@ from provisioner.errors import (
     NotFoundError,
     PermanentError,
     RunInterruptedError,
-    SettingsError,
     TransientError,
 )
 from provisioner.journal import (
@@ -53,7 +52,7 @@ from provisioner.journal import (
 from provisioner.lock import account_locks
 from provisioner.manifest import Manifest, Validation
 from provisioner.models import ManifestRow, Namespace, Outcome
-from provisioner.plan import AccountView, list_accounts
+from provisioner.plan import AccountView, accounts_of, list_accounts
 from provisioner.prune import DEFAULT_THRESHOLD, Deletion, PrunePlan, plan_prune
 from provisioner.reconcile import Action, Decision, decide, unmanaged
 from provisioner.records import (
@@ -190,7 +189,7 @@ class Runner:
             await self._list_accounts(set(self._wanted))
             self._plan_unmanaged()
             await self._work(journal)
-            await self._record_duplicates(journal)
+            await self._close_rows(journal)
             return await self._finish(journal, started_at, started_s)
         finally:
             await journal.close()
@@ -263,21 +262,9 @@ class Runner:
 
     def _accounts_in_manifest(self) -> dict[str, set[str]]:
         """Account -> names the manifest keeps there; every row has an account."""
-        wanted: dict[str, set[str]] = {}
-        for row in self.manifest.rows():
-            account = row.account_id or self.default_account
-            if account is None:
-                raise SettingsError(
-                    f"{self.manifest.path}:{row.line}: the row has no account_id "
-                    "and no default account is set; set CLOUDFLARE_ACCOUNT_ID."
-                )
-            names = wanted.setdefault(account, set())
-            names.add(row.namespace)
-            if row.previous_name:
-                names.add(row.previous_name)
-        if not wanted and self.default_account is not None:
-            wanted[self.default_account] = set()
-        return wanted
+        return accounts_of(
+            self.manifest.rows(), self.default_account, source=str(self.manifest.path)
+        )
 
     def _account_of(self, row: ManifestRow) -> str:
         account = row.account_id or self.default_account
@@ -385,7 +372,6 @@ class Runner:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(watchdog, *tasks, return_exceptions=True)
-        await self._sweep_unreported(journal)
 
     async def _produce_then_stop(
         self,
@@ -397,17 +383,23 @@ class Runner:
         for _ in workers:
             await queue.put(_STOP)
 
-    async def _sweep_unreported(self, journal: Journal) -> None:
-        """Rows that no outcome was written for (cut off by a stop): not_attempted.
-
-        Whatever path a stop took, every manifest row is in the report.
-        """
+    async def _close_rows(self, journal: Journal) -> None:
+        """Give every row an outcome: duplicates copy their first occurrence,
+        rows cut off by a stop (whatever path it took) are not_attempted."""
         await journal.commit({"type": "checkpoint"})
         state = read_state(journal.path)
         assert state is not None
+        self._sweep_unreported(journal, state)
+        self._record_duplicates(journal, state)
+
+    def _sweep_unreported(self, journal: Journal, state: JournalState) -> None:
+        duplicate_of = self.validation.duplicate_of
         for row in self.manifest.rows():
             key = row_key(row.line)
-            if key in state.outcomes or row.line in self.validation.duplicate_of:
+            first = duplicate_of.get(row.line)
+            if first is not None and row_key(first) in state.outcomes:
+                continue  # copied from its first occurrence
+            if key in state.outcomes:
                 continue
             record = unattempted(row, self._account_of(row))
             if key in state.open_intents:
@@ -793,12 +785,9 @@ class Runner:
 
     # -- phase 5: close -----------------------------------------------------
 
-    async def _record_duplicates(self, journal: Journal) -> None:
+    def _record_duplicates(self, journal: Journal, state: JournalState) -> None:
         if not self.validation.duplicate_of:
             return
-        await journal.commit({"type": "checkpoint"})
-        state = read_state(journal.path)
-        assert state is not None
         with journal.path.open("rb") as handle:
             for line, first in sorted(self.validation.duplicate_of.items()):
                 offset = state.outcome_offsets.get(row_key(first))

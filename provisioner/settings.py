@@ -141,16 +141,24 @@ class Settings(BaseSettings):
         return requests, self.budget_window_s or CLOUDFLARE_WINDOW_S
 
     def require_credentials(self) -> None:
-        """Raise SettingsError unless an account and one auth scheme are set."""
-        if self.account_id is None:
-            raise SettingsError(
-                "No account id: set CLOUDFLARE_ACCOUNT_ID or --account-id."
-            )
+        """Raise SettingsError unless one auth scheme is set.
+
+        The account may come from the manifest's rows instead; whoever needs a
+        default account checks for it (``require_account``).
+        """
         if self.api_token is None and (self.email is None or self.api_key is None):
             raise SettingsError(
                 "No credentials: set CLOUDFLARE_API_TOKEN, or both "
                 "CLOUDFLARE_EMAIL and CLOUDFLARE_API_KEY."
             )
+
+    def require_account(self) -> str:
+        """The default account, or SettingsError naming how to set it."""
+        if self.account_id is None:
+            raise SettingsError(
+                "No account id: set CLOUDFLARE_ACCOUNT_ID or --account-id."
+            )
+        return self.account_id
 
     def auth_headers(self) -> dict[str, str]:
         """The headers that authenticate a request (token preferred)."""

@@ -144,3 +144,22 @@ async def test_two_accounts_share_one_budget_and_an_unreachable_one_fails_alone(
     lists = stats["requests_by_method_status"]
     assert lists["GET 200"] == 2
     assert lists["GET 403"] == 1
+
+
+async def test_rows_naming_their_accounts_need_no_default_account(
+    tmp_path: Path, make_sandbox: MakeSandbox
+) -> None:
+    """Without CLOUDFLARE_ACCOUNT_ID, rows carry their accounts; a row without is 4."""
+    server = await make_sandbox(clock=time.monotonic, accounts=(ACCOUNT, OTHER))
+    env = {k: v for k, v in sandbox_env(server).items() if k != "CLOUDFLARE_ACCOUNT_ID"}
+    good = write(
+        tmp_path / "good.csv", f"namespace,account_id\na,{ACCOUNT}\nb,{OTHER}\n"
+    )
+    bad = write(tmp_path / "bad.csv", f"namespace,account_id\na,{ACCOUNT}\nb,\n")
+
+    applied = await run_cli("apply", str(good), "--report-dir", str(tmp_path), env=env)
+    refused = await run_cli("plan", str(bad), env=env)
+
+    assert applied.code == 0, applied.stderr
+    assert refused.code == 4
+    assert "bad.csv:3" in refused.stderr

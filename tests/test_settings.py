@@ -112,9 +112,12 @@ def test_missing_credentials_is_one_sentence() -> None:
 
 
 def test_missing_account() -> None:
-    """No account is a SettingsError naming CLOUDFLARE_ACCOUNT_ID."""
+    """No default account is a SettingsError naming CLOUDFLARE_ACCOUNT_ID."""
+    settings = load_settings({"api_token": "t"})
+
+    settings.require_credentials()  # rows may still name their accounts
     with pytest.raises(SettingsError, match="CLOUDFLARE_ACCOUNT_ID"):
-        load_settings({"api_token": "t"}).require_credentials()
+        settings.require_account()
 
 
 @pytest.mark.parametrize(
