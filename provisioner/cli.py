@@ -486,15 +486,28 @@ def export(
     common, settings = _start(kw)
     fmt = _format_of(output)
     policy = NamePolicy(pattern=settings.name_pattern)
+    if not output.parent.is_dir():
+        raise click.UsageError(f"--output {output}: the directory does not exist.")
+    for account in accounts:
+        if len(account) != 32 or account.strip("0123456789abcdef"):
+            raise click.UsageError(
+                f"--account {account!r}: must be 32 lowercase hexadecimal characters."
+            )
 
     async def go() -> int:
         async with _api(settings, sandbox, sandbox_state) as (client, retry, s):
             wanted = list(accounts) or [s.require_account()]
             views = await list_accounts(client, retry, wanted)
-        refused = [a for a, v in views.items() if v.refused is not None]
+        refused = {a: v.refused for a, v in views.items() if v.refused is not None}
         if refused:
-            click.echo(f"error: account(s) refused: {', '.join(refused)}", err=True)
-            return CredentialsRefusedError.exit_code
+            for account, error in refused.items():
+                click.echo(f"error: account {account}: {error}", err=True)
+            credentials = any(
+                isinstance(e, CredentialsRefusedError) for e in refused.values()
+            )
+            return (
+                CredentialsRefusedError.exit_code if credentials else EXIT_ROWS_FAILED
+            )
 
         rows: list[ManifestRow] = []
         for account, view in sorted(views.items()):

@@ -88,7 +88,14 @@ class Journal:
         return f"Journal(path={str(self.path)!r}, run_id={self.run_id!r})"
 
     @classmethod
-    def create(cls, path: Path, *, manifest: str, manifest_sha256: str) -> Journal:
+    def create(
+        cls,
+        path: Path,
+        *,
+        manifest: str,
+        manifest_sha256: str,
+        default_account: str | None = None,
+    ) -> Journal:
         """Start a new journal at ``path`` (an older one must be moved first)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = path.open("xb")
@@ -101,6 +108,7 @@ class Journal:
                 "run_id": run_id,
                 "manifest": manifest,
                 "manifest_sha256": manifest_sha256,
+                "default_account": default_account,
                 "started_at": utc_now(),
             }
         )

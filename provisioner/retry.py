@@ -80,7 +80,8 @@ class RetryPolicy:
         def wait(state: RetryCallState) -> float:
             if isinstance(_error(state), RateLimitedError):
                 return 0.0  # the pacer holds every worker until the server says
-            return float(backoff(state))
+            left_s = self.deadline_s - (state.seconds_since_start or 0.0)
+            return max(0.0, min(float(backoff(state)), left_s))
 
         def stop(state: RetryCallState) -> bool:
             nonlocal failures_counted

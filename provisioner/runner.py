@@ -172,6 +172,10 @@ class Runner:
 
     async def _run_locked(self, started_at: str, started_s: float) -> RunResult:
         journal_path = self.report_dir / JOURNAL_NAME
+        # A report left by an earlier run must not pass for this one's, should
+        # this one end without writing its own (a second signal).
+        for stale in ("report.json", "report.csv"):
+            (self.report_dir / stale).unlink(missing_ok=True)
         journal, state = self._open_journal(journal_path)
         self._journal = journal
         log.info(
@@ -204,7 +208,12 @@ class Runner:
             if recent:
                 log.info("budget_carried_over", requests=recent)
         if state is not None and not state.finished:
-            same = state.header.get("manifest_sha256") == self.validation.sha256
+            # The same rows for the same accounts: a row without account_id
+            # belongs to the default account, so that must match too.
+            same = (
+                state.header.get("manifest_sha256") == self.validation.sha256
+                and state.header.get("default_account") == self.default_account
+            )
             if self.options.resume is True or (self.options.resume is None and same):
                 self._resumed = True
                 self._done = {
@@ -230,6 +239,7 @@ class Runner:
                 path,
                 manifest=str(self.manifest.path),
                 manifest_sha256=self.validation.sha256,
+                default_account=self.default_account,
             ),
             None,
         )

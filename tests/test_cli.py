@@ -137,3 +137,12 @@ def test_configured_json_logs_carry_event_and_level() -> None:
     assert event["event"] == "run_started"
     assert event["level"] == "info"
     assert event["note"] == "*** here"
+
+
+def test_export_checks_its_arguments_before_any_call(tmp_path: Path) -> None:
+    """A bad --account or a missing output directory is exit 4, nothing sent."""
+    bad_account = ["export", "-o", str(tmp_path / "x.csv"), "--account", "nothex"]
+    missing_dir = ["export", "-o", str(tmp_path / "no" / "x.csv")]
+
+    assert run(bad_account) == 4
+    assert run(missing_dir) == 4

@@ -157,3 +157,13 @@ async def test_deadline_stops_retrying() -> None:
         await retry.call(fn, op="list", name="a", idempotent=True)
 
     assert len(fn.calls) == 1  # type: ignore[attr-defined]
+
+
+async def test_backoff_never_sleeps_past_the_deadline() -> None:
+    """A backoff longer than the time left is clipped to the deadline."""
+    retry, sleep = policy(deadline_s=1.0, backoff_initial_s=100.0, backoff_max_s=100.0)
+    fn = failing(ServerError("x", status=500), ServerError("y", status=500))
+
+    await retry.call(fn, op="list", name="a", idempotent=True)
+
+    assert all(delay_s <= 1.0 for delay_s in sleep.delays_s)

@@ -326,3 +326,32 @@ def test_unusable_lock_file_is_exit_7(tmp_path: Path) -> None:
         account_locks([ACCOUNT], "http://x", tmp_path),
     ):
         pass
+
+
+async def test_another_default_account_does_not_resume(
+    tmp_path: Path, client: ApiClient
+) -> None:
+    """An unfinished journal is resumed only for the same default account."""
+    manifest = Manifest(write(tmp_path / "m.csv", "namespace\na\n"))
+
+    def runner_for(account: str) -> Runner:
+        return Runner(
+            manifest=manifest,
+            validation=manifest.validate(),
+            client=client,
+            policy=RetryPolicy(),
+            report_dir=tmp_path / "reports",
+            default_account=account,
+            concurrency=2,
+            options=RunOptions(lock_dir=tmp_path),
+        )
+
+    stopped = runner_for(ACCOUNT)
+    stopped.request_stop()
+    await stopped.run()
+    client._halted = False  # the same client serves the second run here
+    client.pacer._aborted.clear()
+    other = "fedcba9876543210fedcba9876543210"
+    result = await runner_for(other).run()
+
+    assert result.summary["resumed"] is False
