@@ -6,6 +6,10 @@ composite steps that look a name up before changing it. A mutating call whose
 outcome is unknown is never repeated blindly; ``PermanentError`` and
 ``CredentialsRefusedError`` are never retried.
 
+The first attempt runs bare: the retry machinery is built only once a call has
+failed in a way worth retrying, and takes that failure as its own first
+attempt. Most calls succeed at once, and they cost no more than the call.
+
 Waiting: after a 429 the pacer already holds every worker until the server's
 ``Retry-After``, so the retry itself waits nothing more; other transient
 failures back off exponentially with full jitter. Stopping: after
@@ -17,6 +21,7 @@ soon as the run is asked to stop.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -72,15 +77,55 @@ class RetryPolicy:
         idempotent: bool,
     ) -> Attempted[T]:
         """Run ``fn`` until it succeeds or the policy gives up (re-raising)."""
+        started_s = time.monotonic()
+        try:
+            return Attempted(await fn(), 1)
+        except Exception as exc:
+            if not self.is_retryable(exc, idempotent=idempotent):
+                if isinstance(exc, ApiError):
+                    exc.attempts = 1
+                raise
+            first_failure = exc
+
+        replayed = False
+
+        async def replay_then_call() -> T:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                raise first_failure
+            return await fn()
+
+        return await self._retry(
+            replay_then_call,
+            op=op,
+            name=name,
+            idempotent=idempotent,
+            earlier_s=time.monotonic() - started_s,
+        )
+
+    async def _retry(
+        self,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        op: str,
+        name: str,
+        idempotent: bool,
+        earlier_s: float,
+    ) -> Attempted[T]:
+        """Tenacity's loop over ``fn``, ``earlier_s`` into the call's deadline."""
         backoff = wait_random_exponential(
             multiplier=self.backoff_initial_s, max=self.backoff_max_s
         )
         failures_counted = 0
 
+        def elapsed_s(state: RetryCallState) -> float:
+            return earlier_s + (state.seconds_since_start or 0.0)
+
         def wait(state: RetryCallState) -> float:
             if isinstance(_error(state), RateLimitedError):
                 return 0.0  # the pacer holds every worker until the server says
-            left_s = self.deadline_s - (state.seconds_since_start or 0.0)
+            left_s = self.deadline_s - elapsed_s(state)
             return max(0.0, min(float(backoff(state)), left_s))
 
         def stop(state: RetryCallState) -> bool:
@@ -89,10 +134,7 @@ class RetryPolicy:
                 failures_counted += 1
             return (
                 failures_counted >= self.max_attempts
-                or (
-                    state.seconds_since_start is not None
-                    and state.seconds_since_start >= self.deadline_s
-                )
+                or elapsed_s(state) >= self.deadline_s
                 or self.should_stop()
             )
 

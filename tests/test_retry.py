@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from provisioner.errors import (
@@ -167,3 +169,46 @@ async def test_backoff_never_sleeps_past_the_deadline() -> None:
     await retry.call(fn, op="list", name="a", idempotent=True)
 
     assert all(delay_s <= 1.0 for delay_s in sleep.delays_s)
+
+
+async def test_a_call_that_succeeds_at_once_builds_no_retry_machinery(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A first-time success never constructs tenacity's loop (the common path)."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("AsyncRetrying built for a call that succeeded")
+
+    monkeypatch.setattr("provisioner.retry.AsyncRetrying", refuse)
+    retry, sleep = policy()
+
+    result = await retry.call(failing(), op="create", name="a", idempotent=True)
+
+    assert (result.value, result.attempts) == ("done", 1)
+    assert sleep.delays_s == []
+
+
+async def test_first_attempt_time_counts_toward_the_deadline() -> None:
+    """The time the bare first attempt took is part of the retry deadline."""
+    retry, sleep = policy(deadline_s=0.05)
+
+    async def slow_then_fail() -> str:
+        await asyncio.sleep(0.06)
+        raise ServerError("x", status=500)
+
+    with pytest.raises(ServerError) as caught:
+        await retry.call(slow_then_fail, op="list", name="a", idempotent=True)
+
+    assert caught.value.attempts == 1
+    assert sleep.delays_s == []
+
+
+async def test_non_retryable_first_failure_reports_one_attempt() -> None:
+    """A permanent error on the first attempt carries attempts == 1."""
+    retry, _ = policy()
+    fn = failing(PermanentError("bad", status=400))
+
+    with pytest.raises(PermanentError) as caught:
+        await retry.call(fn, op="create", name="a", idempotent=True)
+
+    assert caught.value.attempts == 1
