@@ -1,10 +1,13 @@
 """The write-ahead journal: every intent before its call, every outcome after.
 
-One JSON object a line, written and synced to disk before the call it
-announces is sent (an ``intent``) and as soon as a row's fate is known (an
-``outcome``). A run killed at any instant leaves a journal from which the next
+One JSON object a line. An ``intent`` is written and synced to disk before
+the call it announces is sent; an ``outcome`` is queued as soon as a row's fate
+is known and reaches the disk with the next sync (the next intent, or the end
+of the run). A run killed at any instant leaves a journal from which the next
 run knows which rows are done, which calls may have reached the server (an
-intent with no outcome after it), and which rows were never touched.
+intent with no outcome after it: the next run looks the name up, so an outcome
+lost to a kill costs one lookup, never an ID), and which rows were never
+touched.
 
 Records, by ``type``:
 
@@ -169,7 +172,11 @@ class Journal:
         await self.commit({"type": "outcome", **record, "at": utc_now()})
 
     def outcome_later(self, record: dict[str, Any]) -> None:
-        """Queue an outcome that a rerun could recompute (no call was made)."""
+        """Queue an outcome, written with the next sync.
+
+        For outcomes a rerun can recompute: no call was made, or the row's
+        intent stays open (and is settled by a lookup) until this is written.
+        """
         self.append({"type": "outcome", **record, "at": utc_now()})
 
     async def finish(self, summary: dict[str, Any]) -> None:

@@ -525,7 +525,10 @@ class Runner:
                     }
                 )
                 raise
-            await journal.outcome(record)
+            # Not awaited: until this record reaches the disk (with the next
+            # intent's sync, or at the end) the row's intent stays open, and a
+            # run killed in between settles the row by a lookup. No ID is lost.
+            journal.outcome_later(record)
             self._notify(str(record["outcome"]))
 
     async def _work_deletion(self, deletion: Deletion, journal: Journal) -> None:
