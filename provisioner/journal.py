@@ -28,8 +28,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -61,11 +62,17 @@ class JournalState:
     outcome_offsets: dict[str, int] = field(default_factory=dict)
     # key -> the key's last outcome ("created", "failed", ...)
     outcomes: dict[str, str] = field(default_factory=dict)
+    # key -> the account of the key's last outcome
+    accounts: dict[str, str] = field(default_factory=dict)
     # (time, requests sent so far by that run) of the latest records that
     # stand for requests: the run's start (its LIST), resumes, intents
     recent_calls: deque[tuple[str, int | None]] = field(
         default_factory=lambda: deque(maxlen=20_000)
     )
+    # account -> outcome -> rows whose last outcome that is
+    by_account: dict[str, Counter[str]] = field(default_factory=dict)
+    # where the scan stopped: records from here on are not in this state yet
+    end_offset: int = 0
 
 
 class Journal:
@@ -225,42 +232,67 @@ def read_state(path: Path) -> JournalState | None:
         return None
 
     state: JournalState | None = None
-    for offset, record in iter_records(path):
+    for offset, end, record in iter_records(path):
         kind = record.get("type")
         if kind == "run":
             state = JournalState(header=record, finished=False)
             state.recent_calls.append((str(record.get("started_at")), None))
-            continue
-        if state is None:
+        elif state is None:
             return None
-        if kind in ("intent", "resume"):
-            sent = record.get("sent")
-            count = sent if isinstance(sent, int) else None
-            state.recent_calls.append((str(record.get("at")), count))
-        key = record.get("key")
-        if kind == "intent" and isinstance(key, str):
-            state.open_intents[key] = record
-        elif kind == "outcome" and isinstance(key, str):
-            # An outcome marked unresolved (a call cut off by a stop) leaves the
-            # intent open: the next run must look the name up.
-            if not record.get("unresolved"):
-                state.open_intents.pop(key, None)
-            state.outcome_offsets[key] = offset
-            state.outcomes[key] = str(record.get("outcome"))
-        elif kind == "finished":
-            state.finished = True
-        elif kind == "resume":
-            state.finished = False
+        else:
+            _fold(state, offset, kind, record)
+        state.end_offset = end
 
     return state
 
 
-def iter_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Every complete record with its byte offset; a torn last line is skipped."""
+def catch_up(path: Path, state: JournalState) -> JournalState:
+    """Fold into ``state`` (read from this journal) the records written since."""
+    for offset, end, record in iter_records(path, start=state.end_offset):
+        _fold(state, offset, record.get("type"), record)
+        state.end_offset = end
+    return state
+
+
+def _fold(state: JournalState, offset: int, kind: Any, record: dict[str, Any]) -> None:
+    """Take one record after the header into ``state``."""
+    if kind in ("intent", "resume"):
+        sent = record.get("sent")
+        count = sent if isinstance(sent, int) else None
+        state.recent_calls.append((str(record.get("at")), count))
+    key = record.get("key")
+    if kind == "intent" and isinstance(key, str):
+        state.open_intents[key] = record
+    elif kind == "outcome" and isinstance(key, str):
+        # An outcome marked unresolved (a call cut off by a stop) leaves the
+        # intent open: the next run must look the name up.
+        if not record.get("unresolved"):
+            state.open_intents.pop(key, None)
+        outcome = str(record.get("outcome"))
+        account = sys.intern(str(record.get("account_id") or ""))
+        earlier = state.outcomes.get(key)
+        if earlier is not None:
+            state.by_account[state.accounts[key]][earlier] -= 1
+        state.outcome_offsets[key] = offset
+        state.outcomes[key] = outcome
+        state.accounts[key] = account
+        state.by_account.setdefault(account, Counter())[outcome] += 1
+    elif kind == "finished":
+        state.finished = True
+    elif kind == "resume":
+        state.finished = False
+
+
+def iter_records(
+    path: Path, *, start: int = 0
+) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """Every complete record from byte ``start`` on, with where it begins and
+    ends; a torn last line is skipped."""
     with path.open("rb") as handle:
-        offset = 0
+        handle.seek(start)
+        offset = start
         for raw in handle:
-            start = offset
+            begin = offset
             offset += len(raw)
             if not raw.endswith(b"\n"):
                 break  # the writer died mid-line; that record never happened
@@ -269,7 +301,7 @@ def iter_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             except ValueError:
                 continue
             if isinstance(record, dict):
-                yield start, record
+                yield begin, offset, record
 
 
 def read_record_at(handle: IO[bytes], offset: int) -> dict[str, Any]:

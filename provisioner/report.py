@@ -114,50 +114,54 @@ def write_report(
     csv_path = report_dir / "report.csv"
 
     extra = [c for c in manifest_columns if c not in REPORT_FIELDS]
-    by_account: dict[str, Counter[str]] = {}
-    with _atomic(csv_path) as handle:
-        _write_csv(handle, _counting(iter_rows(journal_path, state), by_account), extra)
     summary["by_account"] = {
-        account: dict(sorted(counts.items()))
-        for account, counts in sorted(by_account.items())
+        account: {outcome: n for outcome, n in sorted(counts.items()) if n}
+        for account, counts in sorted(state.by_account.items())
+        if any(counts.values())
     }
-    with _atomic(json_path) as handle:
-        _write_json(handle, iter_rows(journal_path, state), summary)
+    # One pass over the journal feeds both files.
+    with _atomic(csv_path) as csv_handle, _atomic(json_path) as json_handle:
+        csv_writer = _CsvRows(csv_handle, extra)
+        json_writer = _JsonRows(json_handle, summary)
+        for row in iter_rows(journal_path, state):
+            csv_writer.add(row)
+            json_writer.add(row)
+        json_writer.close()
 
     return ReportPaths(json_path, csv_path)
 
 
-def _counting(
-    rows: Iterator[dict[str, Any]], by_account: dict[str, Counter[str]]
-) -> Iterator[dict[str, Any]]:
-    """Pass rows through, counting outcomes per account on the way."""
-    for row in rows:
-        account = str(row.get("account_id") or "")
-        by_account.setdefault(account, Counter())[str(row.get("outcome"))] += 1
-        yield row
+class _CsvRows:
+    """report.csv: the report's fields, then the manifest's other columns."""
+
+    def __init__(self, handle: IO[str], extra: list[str]) -> None:
+        self._fields = [*REPORT_FIELDS, *extra]
+        self._writer = csv.writer(handle)
+        self._writer.writerow(self._fields)
+
+    def add(self, row: dict[str, Any]) -> None:
+        self._writer.writerow(
+            [neutralise_cell(_cell(row.get(k))) for k in self._fields]
+        )
 
 
-def _write_csv(
-    handle: IO[str], rows: Iterator[dict[str, Any]], extra: list[str]
-) -> None:
-    fields = [*REPORT_FIELDS, *extra]
-    writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: neutralise_cell(_cell(row.get(k))) for k in fields})
+class _JsonRows:
+    """report.json: ``{"summary": ..., "rows": [...]}``, a row at a time."""
 
+    def __init__(self, handle: IO[str], summary: dict[str, Any]) -> None:
+        self._handle = handle
+        self._separator = ""
+        handle.write('{"summary": ')
+        handle.write(json.dumps(summary, indent=2, ensure_ascii=False))
+        handle.write(',\n"rows": [\n')
 
-def _write_json(
-    handle: IO[str], rows: Iterator[dict[str, Any]], summary: dict[str, Any]
-) -> None:
-    handle.write('{"summary": ')
-    handle.write(json.dumps(summary, indent=2, ensure_ascii=False))
-    handle.write(',\n"rows": [\n')
-    for index, row in enumerate(rows):
-        if index:
-            handle.write(",\n")
-        handle.write(json.dumps(row, ensure_ascii=False))
-    handle.write("\n]}\n")
+    def add(self, row: dict[str, Any]) -> None:
+        self._handle.write(self._separator)
+        self._handle.write(json.dumps(row, ensure_ascii=False))
+        self._separator = ",\n"
+
+    def close(self) -> None:
+        self._handle.write("\n]}\n")
 
 
 def _cell(value: Any) -> str:

@@ -7,10 +7,18 @@ import csv
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 
-from provisioner.journal import Journal, archive, read_state, spent_ages_s
+from provisioner import report as report_module
+from provisioner.journal import (
+    Journal,
+    archive,
+    catch_up,
+    read_state,
+    spent_ages_s,
+)
 from provisioner.report import neutralise_cell, write_report
 
 
@@ -195,3 +203,85 @@ async def test_history_keeps_only_the_newest_journals(tmp_path: Path) -> None:
         archive(path, keep=2)
 
     assert len(list((tmp_path / "history").iterdir())) == 2
+
+
+async def test_catch_up_reads_only_what_was_written_since(tmp_path: Path) -> None:
+    """Folding the newer records into a state equals reading the whole journal."""
+    path = tmp_path / "journal.jsonl"
+    journal = await make_journal(path)
+    await journal.intent(
+        op="create", key="line:2", account_id="a", namespace="x", line=2
+    )
+    await journal.outcome({"key": "line:2", "account_id": "a", "outcome": "failed"})
+    await journal.commit({"type": "checkpoint"})
+    earlier = read_state(path)
+    assert earlier is not None
+    first_end = earlier.end_offset
+
+    await journal.outcome({"key": "line:2", "account_id": "a", "outcome": "created"})
+    await journal.outcome({"key": "line:3", "account_id": "b", "outcome": "invalid"})
+    await journal.close()
+    caught_up = catch_up(path, earlier)
+    whole = read_state(path)
+
+    assert whole is not None
+    assert caught_up.end_offset == whole.end_offset == path.stat().st_size > first_end
+    assert (
+        caught_up.outcomes
+        == whole.outcomes
+        == {
+            "line:2": "created",
+            "line:3": "invalid",
+        }
+    )
+    assert caught_up.outcome_offsets == whole.outcome_offsets
+    assert caught_up.by_account == whole.by_account
+
+
+async def test_counts_by_account_follow_each_rows_last_outcome(tmp_path: Path) -> None:
+    """A row's later outcome replaces its earlier one in the per-account counts."""
+    path = tmp_path / "journal.jsonl"
+    journal = await make_journal(path)
+    await journal.outcome({"key": "line:2", "account_id": "a", "outcome": "failed"})
+    await journal.outcome({"key": "line:3", "account_id": "a", "outcome": "created"})
+    await journal.outcome({"key": "line:2", "account_id": "a", "outcome": "created"})
+    await journal.outcome({"key": "line:4", "account_id": "b", "outcome": "existing"})
+    await journal.close()
+    state = read_state(path)
+    assert state is not None
+
+    write_report(tmp_path, path, state, {}, [])
+
+    summary = json.loads((tmp_path / "report.json").read_text())["summary"]
+    assert summary["by_account"] == {"a": {"created": 2}, "b": {"existing": 1}}
+
+
+async def test_report_reads_each_outcome_once_for_both_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """report.json and report.csv come from one pass over the journal."""
+    path = tmp_path / "journal.jsonl"
+    journal = await make_journal(path)
+    rows = 7
+    for line in range(2, 2 + rows):
+        await journal.outcome(
+            {"key": f"line:{line}", "line": line, "outcome": "created"}
+        )
+    await journal.close()
+    state = read_state(path)
+    assert state is not None
+    reads = []
+    real_read = report_module.read_record_at
+
+    def counting_read(handle: IO[bytes], offset: int) -> dict[str, Any]:
+        reads.append(offset)
+        return real_read(handle, offset)
+
+    monkeypatch.setattr(report_module, "read_record_at", counting_read)
+
+    paths = write_report(tmp_path, path, state, {}, [])
+
+    assert len(reads) == rows
+    assert len(json.loads(paths.json_path.read_text())["rows"]) == rows
+    with paths.csv_path.open() as handle:
+        assert len(list(csv.DictReader(handle))) == rows
