@@ -44,6 +44,7 @@ from provisioner.journal import (
     Journal,
     JournalState,
     archive,
+    catch_up,
     read_record_at,
     read_state,
     spent_ages_s,
@@ -142,6 +143,9 @@ class Runner:
         self._unmanaged = 0
         self._journal: Journal | None = None
         self._resumed = False
+        # The module's logger resolves the configuration on every event; the
+        # run binds it once when it starts, after logging is configured.
+        self._log: Any = log
         policy.should_stop = self._stop.is_set
 
     # -- control ------------------------------------------------------------
@@ -149,7 +153,7 @@ class Runner:
     def request_stop(self) -> None:
         """Start no new calls; calls in flight get ``grace_s`` to finish."""
         if not self._stop.is_set():
-            log.warning("stop_requested", grace_s=self.options.grace_s)
+            self._log.warning("stop_requested", grace_s=self.options.grace_s)
         self._interrupted = True
         self._stop.set()
         self.client.halt()
@@ -164,6 +168,7 @@ class Runner:
     async def run(self) -> RunResult:
         """All phases; returns the exit code and where the report is."""
         started_at, started_s = utc_now(), time.monotonic()
+        self._log = log.bind()
         self._wanted = self._accounts_in_manifest()
         with account_locks(
             self._wanted, self.client.base_url, self.options.lock_dir, self.report_dir
@@ -178,7 +183,7 @@ class Runner:
             (self.report_dir / stale).unlink(missing_ok=True)
         journal, state = self._open_journal(journal_path)
         self._journal = journal
-        log.info(
+        self._log.info(
             "run_started",
             manifest=str(self.manifest.path),
             rows=self.validation.rows_total,
@@ -193,8 +198,8 @@ class Runner:
             await self._list_accounts(set(self._wanted))
             self._plan_unmanaged()
             await self._work(journal)
-            await self._close_rows(journal)
-            return await self._finish(journal, started_at, started_s)
+            state = await self._close_rows(journal)
+            return await self._finish(journal, state, started_at, started_s)
         finally:
             await journal.close()
 
@@ -206,7 +211,7 @@ class Runner:
             )
             recent = self.client.pacer.assume_spent(ages)
             if recent:
-                log.info("budget_carried_over", requests=recent)
+                self._log.info("budget_carried_over", requests=recent)
         if state is not None and not state.finished:
             # The same rows for the same accounts: a row without account_id
             # belongs to the default account, so that must match too.
@@ -219,14 +224,14 @@ class Runner:
                 self._done = {
                     key for key, outcome in state.outcomes.items() if outcome in _FINAL
                 }
-                log.info(
+                self._log.info(
                     "journal_resumed",
                     path=str(path),
                     open_intents=len(state.open_intents),
                     rows_done=len(self._done),
                 )
                 return Journal.reopen(path, state), state
-            log.warning(
+            self._log.warning(
                 "journal_set_aside",
                 path=str(path),
                 reason="--fresh" if self.options.resume is False else "other manifest",
@@ -310,11 +315,11 @@ class Runner:
             except RunInterruptedError:
                 return
             except ApiError as exc:
-                log.warning("intent_unresolved", namespace=name, error=str(exc))
+                self._log.warning("intent_unresolved", namespace=name, error=str(exc))
                 continue
             if found is not None:
                 self._resolved[key] = found
-            log.info("intent_resolved", namespace=name, found=found is not None)
+            self._log.info("intent_resolved", namespace=name, found=found is not None)
 
     # -- phase 3: one LIST per account ----------------------------------------
 
@@ -344,7 +349,9 @@ class Runner:
             for account, namespaces in listed.items()
         )
         if self._unmanaged and not self.options.prune:
-            log.info("unmanaged_namespaces", count=self._unmanaged, action="left alone")
+            self._log.info(
+                "unmanaged_namespaces", count=self._unmanaged, action="left alone"
+            )
         if not self.options.prune:
             return
 
@@ -356,7 +363,7 @@ class Runner:
             threshold=self.options.prune_threshold,
             force=self.options.force_prune,
         )
-        log.info(
+        self._log.info(
             "prune_planned",
             deletions=len(self._prune.deletions),
             unsafe=len(self._prune.unsafe),
@@ -393,14 +400,31 @@ class Runner:
         for _ in workers:
             await queue.put(_STOP)
 
-    async def _close_rows(self, journal: Journal) -> None:
+    async def _close_rows(self, journal: Journal) -> JournalState:
         """Give every row an outcome: duplicates copy their first occurrence,
-        rows cut off by a stop (whatever path it took) are not_attempted."""
+        rows cut off by a stop (whatever path it took) are not_attempted.
+
+        Returns the journal's state as read before those records were added.
+        """
         await journal.commit({"type": "checkpoint"})
         state = read_state(journal.path)
         assert state is not None
-        self._sweep_unreported(journal, state)
+        if self._unreported(state):
+            self._sweep_unreported(journal, state)
         self._record_duplicates(journal, state)
+        return state
+
+    def _unreported(self, state: JournalState) -> bool:
+        """Whether a valid row that is not a repeat may still lack an outcome
+        (counted, so that a complete run skips reading the manifest again)."""
+        skipped = self.validation.invalid_lines | self.validation.duplicate_of.keys()
+        expected = self.validation.rows_total - len(skipped)
+        reported = 0
+        for key in state.outcomes:
+            kind, _, line = key.partition(":")
+            if kind == "line" and int(line) not in skipped:
+                reported += 1
+        return reported < expected
 
     def _sweep_unreported(self, journal: Journal, state: JournalState) -> None:
         duplicate_of = self.validation.duplicate_of
@@ -463,7 +487,7 @@ class Runner:
         self, queue: asyncio.Queue[Decision | Deletion | object], journal: Journal
     ) -> None:
         for deletion in self._prune.unsafe:
-            log.warning(
+            self._log.warning(
                 "unsafe_name_not_deleted", namespace=deletion.namespace.namespace_name
             )
             journal.outcome_later(
@@ -563,7 +587,7 @@ class Runner:
                 self._on_refused(exc)
             record = {**base, **failure_fields(exc)}
         else:
-            log.info("namespace_deleted", namespace=name, attempts=attempts)
+            self._log.info("namespace_deleted", namespace=name, attempts=attempts)
             record = {**base, "outcome": Outcome.DELETED, "attempts": attempts}
         await journal.outcome(record)
         self._notify(str(record["outcome"]))
@@ -659,7 +683,7 @@ class Runner:
                 return record
             attempts += more
 
-        log.info(
+        self._log.info(
             f"namespace_{outcome.value}",
             namespace_id=namespace.namespace_id,
             attempts=attempts,
@@ -676,7 +700,7 @@ class Runner:
         if isinstance(exc, CredentialsRefusedError):
             self._on_refused(exc)
         else:
-            log.warning(
+            self._log.warning(
                 "namespace_failed",
                 op=decision.action.value,
                 status=exc.status,
@@ -687,7 +711,7 @@ class Runner:
 
     def _on_refused(self, exc: CredentialsRefusedError) -> None:
         if self._fatal is None:
-            log.error("credentials_refused", status=exc.status, error=exc.message)
+            self._log.error("credentials_refused", status=exc.status, error=exc.message)
         self._fatal = exc
         self._stop.set()
         self.client.halt()
@@ -823,11 +847,10 @@ class Runner:
                 )
 
     async def _finish(
-        self, journal: Journal, started_at: str, started_s: float
+        self, journal: Journal, state: JournalState, started_at: str, started_s: float
     ) -> RunResult:
         await journal.commit({"type": "checkpoint"})
-        state = read_state(journal.path)
-        assert state is not None
+        state = catch_up(journal.path, state)
         counts = count_outcomes(state)
         exit_code = self._exit_code(counts)
         summary = {
@@ -858,7 +881,7 @@ class Runner:
             # Complete: the next run starts a new journal. A run stopped early
             # leaves this one open so the next run resumes it.
             await journal.finish(summary)
-        log.info(
+        self._log.info(
             "run_finished",
             exit_code=exit_code,
             duration_s=summary["duration_s"],

@@ -21,6 +21,7 @@ from provisioner.pacing import Pacer
 from provisioner.retry import RetryPolicy
 from provisioner.runner import Runner, RunOptions
 from provisioner.sandbox import SandboxServer
+from provisioner.sandbox.config import FaultRates
 
 RunnerFactory = Callable[..., Runner]
 
@@ -389,3 +390,66 @@ async def test_outcomes_ride_on_the_next_intents_sync(
     # One per intent, plus a few for the header, checkpoints, end and report;
     # with a sync per outcome too it would be over twice the rows.
     assert rows <= len(syncs) <= rows + 10
+
+
+async def test_a_complete_run_does_not_read_the_manifest_again_to_close(
+    tmp_path: Path, make_runner: RunnerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When every row has its outcome, closing the run skips the manifest sweep."""
+    manifest = write(tmp_path / "m.csv", "namespace\na\nb\na\n")
+    runner = make_runner(manifest)
+    sweeps = []
+    real_sweep = runner._sweep_unreported
+
+    def counting_sweep(*args: Any) -> None:
+        sweeps.append(args)
+        real_sweep(*args)
+
+    monkeypatch.setattr(runner, "_sweep_unreported", counting_sweep)
+
+    result = await runner.run()
+
+    assert result.exit_code == 0
+    assert sweeps == []
+    assert [r["outcome"] for r in rows_of(tmp_path)] == [
+        "created",
+        "created",
+        "existing",
+    ]
+
+
+async def test_rows_cut_off_by_the_grace_period_are_all_reported(
+    tmp_path: Path, make_sandbox: MakeSandbox
+) -> None:
+    """Calls hung past the grace period: the producer is cancelled, every row
+    still gets an outcome (in flight: unresolved; never queued: swept)."""
+    server = await make_sandbox(
+        quota=0, faults=FaultRates(commit_then_delay=1.0), slow_delay_s=30.0
+    )
+    names = "".join(f"n-{i:03d}\n" for i in range(40))
+    manifest = write(tmp_path / "m.csv", f"namespace\n{names}")
+    the_manifest = Manifest(manifest)
+    async with ApiClient(
+        base_url=server.base_url, auth_headers=TOKEN_HEADERS, pacer=Pacer(10_000, 1.0)
+    ) as api:
+        runner = Runner(
+            manifest=the_manifest,
+            validation=the_manifest.validate(),
+            client=api,
+            policy=RetryPolicy(),
+            report_dir=tmp_path / "reports",
+            default_account=ACCOUNT,
+            concurrency=4,
+            options=RunOptions(lock_dir=tmp_path, grace_s=0.05),
+        )
+        asyncio.get_running_loop().call_later(0.5, runner.request_stop)
+
+        result = await runner.run()
+
+    rows = rows_of(tmp_path)
+    assert result.exit_code == 6
+    assert len(rows) == 40
+    assert {r["outcome"] for r in rows} == {"not_attempted"}
+    state = read_state(result.journal_path)
+    assert state is not None
+    assert len(state.open_intents) == 4  # the calls in flight, looked up next run
