@@ -76,6 +76,7 @@ class ApiClient:
         self._concurrency = concurrency
         self._session: aiohttp.ClientSession | None = None
         self._halted = False
+        self._log: Any = log
         self.stats = ClientStats()
 
     @property
@@ -102,6 +103,8 @@ class ApiClient:
         self._session = aiohttp.ClientSession(
             headers=headers, timeout=self._timeout, connector=connector
         )
+        # Bound once: the module's logger resolves the configuration per event.
+        self._log = log.bind()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -203,7 +206,7 @@ class ApiClient:
             self._pacer.release(ticket, learned)
 
         self.stats.by_status[f"{method} {status}"] += 1
-        log.debug(
+        self._log.debug(
             "api_answered",
             method=method,
             path=where["path"],

@@ -87,6 +87,7 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, out)),
+        # One write per event line (print() makes two on an unbuffered stream).
+        logger_factory=structlog.WriteLoggerFactory(file=cast(TextIO, out)),
         cache_logger_on_first_use=False,
     )
