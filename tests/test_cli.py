@@ -139,6 +139,28 @@ def test_configured_json_logs_carry_event_and_level() -> None:
     assert event["note"] == "*** here"
 
 
+class CountingStream(io.StringIO):
+    """A text stream that counts its write calls."""
+
+    writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_each_event_is_one_write_on_the_stream() -> None:
+    """An event line reaches the stream in one write, never torn into two."""
+    stream = CountingStream()
+    configure_logging(log_format="json", level="info", stream=stream)
+
+    for index in range(3):
+        structlog.get_logger("t").info("namespace_created", index=index)
+
+    assert stream.writes == 3
+    assert len(stream.getvalue().splitlines()) == 3
+
+
 def test_export_checks_its_arguments_before_any_call(tmp_path: Path) -> None:
     """A bad --account or a missing output directory is exit 4, nothing sent."""
     bad_account = ["export", "-o", str(tmp_path / "x.csv"), "--account", "nothex"]
