@@ -44,6 +44,9 @@ log = structlog.get_logger("provisioner.journal")
 JOURNAL_NAME = "journal.jsonl"
 FORMAT_VERSION = 1
 
+# One compact encoder for every record (json.dumps with options builds one a call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
 
 def utc_now() -> str:
     """The current time as RFC 3339 UTC with milliseconds."""
@@ -82,11 +85,18 @@ class Journal:
     (group commit), so the cost of durability does not grow with concurrency.
     ``append`` queues a record that can be recomputed if lost (an adopted row,
     say); it reaches the disk with the next commit or at ``close``.
+
+    ``state`` is what ``read_state`` would find in the file once every queued
+    record is written, kept up to date as records are queued, so the end of
+    a run needs no second reading of its journal.
     """
 
-    def __init__(self, path: Path, handle: IO[bytes], run_id: str) -> None:
+    def __init__(
+        self, path: Path, handle: IO[bytes], run_id: str, state: JournalState
+    ) -> None:
         self.path = path
         self.run_id = run_id
+        self.state = state
         self._handle = handle
         self._pending: list[bytes] = []
         self._waiters: list[asyncio.Future[None]] = []
@@ -109,19 +119,20 @@ class Journal:
         """Start a new journal at ``path`` (an older one must be moved first)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = path.open("xb")
-        run_id = uuid.uuid4().hex
-        journal = cls(path, handle, run_id)
-        journal.append(
-            {
-                "type": "run",
-                "version": FORMAT_VERSION,
-                "run_id": run_id,
-                "manifest": manifest,
-                "manifest_sha256": manifest_sha256,
-                "default_account": default_account,
-                "started_at": utc_now(),
-            }
-        )
+        run_id, started_at = uuid.uuid4().hex, utc_now()
+        header: dict[str, Any] = {
+            "type": "run",
+            "version": FORMAT_VERSION,
+            "run_id": run_id,
+            "manifest": manifest,
+            "manifest_sha256": manifest_sha256,
+            "default_account": default_account,
+            "started_at": started_at,
+        }
+        state = JournalState(header=header, finished=False)
+        state.recent_calls.append((started_at, None))
+        journal = cls(path, handle, run_id, state)
+        journal.append(header)
         journal.flush_now()
         _sync_directory(path.parent)
         return journal
@@ -131,15 +142,20 @@ class Journal:
         """Continue an unfinished journal."""
         _drop_torn_tail(path)
         handle = path.open("ab")
-        journal = cls(path, handle, str(state.header.get("run_id", "")))
+        state.end_offset = handle.seek(0, os.SEEK_END)
+        journal = cls(path, handle, str(state.header.get("run_id", "")), state)
         journal.append({"type": "resume", "at": utc_now()})
         journal.flush_now()
         return journal
 
     def append(self, record: dict[str, Any]) -> None:
         """Queue a record without waiting for the disk."""
-        line = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
-        self._pending.append(line.encode() + b"\n")
+        line = _ENCODER.encode(record).encode() + b"\n"
+        self._pending.append(line)
+        kind = record.get("type")
+        if kind != "run":
+            _fold(self.state, self.state.end_offset, kind, record)
+        self.state.end_offset += len(line)
 
     async def commit(self, record: dict[str, Any]) -> None:
         """Append a record and return once it (and all before it) is synced."""
@@ -243,14 +259,6 @@ def read_state(path: Path) -> JournalState | None:
             _fold(state, offset, kind, record)
         state.end_offset = end
 
-    return state
-
-
-def catch_up(path: Path, state: JournalState) -> JournalState:
-    """Fold into ``state`` (read from this journal) the records written since."""
-    for offset, end, record in iter_records(path, start=state.end_offset):
-        _fold(state, offset, record.get("type"), record)
-        state.end_offset = end
     return state
 
 

@@ -44,7 +44,6 @@ from provisioner.journal import (
     Journal,
     JournalState,
     archive,
-    catch_up,
     read_record_at,
     read_state,
     spent_ages_s,
@@ -198,8 +197,8 @@ class Runner:
             await self._list_accounts(set(self._wanted))
             self._plan_unmanaged()
             await self._work(journal)
-            state = await self._close_rows(journal)
-            return await self._finish(journal, state, started_at, started_s)
+            await self._close_rows(journal)
+            return await self._finish(journal, started_at, started_s)
         finally:
             await journal.close()
 
@@ -400,19 +399,16 @@ class Runner:
         for _ in workers:
             await queue.put(_STOP)
 
-    async def _close_rows(self, journal: Journal) -> JournalState:
+    async def _close_rows(self, journal: Journal) -> None:
         """Give every row an outcome: duplicates copy their first occurrence,
-        rows cut off by a stop (whatever path it took) are not_attempted.
-
-        Returns the journal's state as read before those records were added.
-        """
+        rows cut off by a stop (whatever path it took) are not_attempted."""
         await journal.commit({"type": "checkpoint"})
-        state = read_state(journal.path)
-        assert state is not None
+        state = journal.state
         if self._unreported(state):
             self._sweep_unreported(journal, state)
+            # The copies below read their first rows' records back from disk.
+            await journal.commit({"type": "checkpoint"})
         self._record_duplicates(journal, state)
-        return state
 
     def _unreported(self, state: JournalState) -> bool:
         """Whether a valid row that is not a repeat may still lack an outcome
@@ -519,11 +515,20 @@ class Runner:
     async def _worker(
         self, queue: asyncio.Queue[Decision | Deletion | object], journal: Journal
     ) -> None:
+        # Every event of a row (retries, lookups) carries the row's fields. Each
+        # worker is a task with a context of its own, so binding them for the
+        # next row replaces the last row's, and no other task sees them.
+        bind = structlog.contextvars.bind_contextvars
         while True:
             item = await queue.get()
             if item is _STOP:
                 return
             if isinstance(item, Deletion):
+                bind(
+                    namespace=item.namespace.namespace_name,
+                    line=None,
+                    account_id=item.account_id,
+                )
                 await self._work_deletion(item, journal)
                 continue
             assert isinstance(item, Decision)
@@ -531,14 +536,13 @@ class Runner:
                 journal.outcome_later(unattempted(item.row, item.account_id))
                 continue
 
+            bind(
+                namespace=item.row.namespace,
+                line=item.row.line,
+                account_id=item.account_id,
+            )
             try:
-                # Every event of this row (retries, lookups) carries these.
-                with structlog.contextvars.bound_contextvars(
-                    namespace=item.row.namespace,
-                    line=item.row.line,
-                    account_id=item.account_id,
-                ):
-                    record = await self._carry_out(item, journal)
+                record = await self._carry_out(item, journal)
             except asyncio.CancelledError:
                 journal.outcome_later(
                     {
@@ -847,10 +851,10 @@ class Runner:
                 )
 
     async def _finish(
-        self, journal: Journal, state: JournalState, started_at: str, started_s: float
+        self, journal: Journal, started_at: str, started_s: float
     ) -> RunResult:
         await journal.commit({"type": "checkpoint"})
-        state = catch_up(journal.path, state)
+        state = journal.state
         counts = count_outcomes(state)
         exit_code = self._exit_code(counts)
         summary = {

@@ -15,7 +15,6 @@ from provisioner import report as report_module
 from provisioner.journal import (
     Journal,
     archive,
-    catch_up,
     read_state,
     spent_ages_s,
 )
@@ -205,37 +204,51 @@ async def test_history_keeps_only_the_newest_journals(tmp_path: Path) -> None:
     assert len(list((tmp_path / "history").iterdir())) == 2
 
 
-async def test_catch_up_reads_only_what_was_written_since(tmp_path: Path) -> None:
-    """Folding the newer records into a state equals reading the whole journal."""
+async def test_live_state_matches_a_reading_of_the_file(tmp_path: Path) -> None:
+    """The state a journal keeps as it writes equals read_state of its file."""
     path = tmp_path / "journal.jsonl"
     journal = await make_journal(path)
     await journal.intent(
         op="create", key="line:2", account_id="a", namespace="x", line=2
     )
-    await journal.outcome({"key": "line:2", "account_id": "a", "outcome": "failed"})
-    await journal.commit({"type": "checkpoint"})
-    earlier = read_state(path)
-    assert earlier is not None
-    first_end = earlier.end_offset
-
-    await journal.outcome({"key": "line:2", "account_id": "a", "outcome": "created"})
-    await journal.outcome({"key": "line:3", "account_id": "b", "outcome": "invalid"})
-    await journal.close()
-    caught_up = catch_up(path, earlier)
-    whole = read_state(path)
-
-    assert whole is not None
-    assert caught_up.end_offset == whole.end_offset == path.stat().st_size > first_end
-    assert (
-        caught_up.outcomes
-        == whole.outcomes
-        == {
-            "line:2": "created",
-            "line:3": "invalid",
-        }
+    await journal.intent(
+        op="create", key="line:3", account_id="b", namespace="y", line=3
     )
-    assert caught_up.outcome_offsets == whole.outcome_offsets
-    assert caught_up.by_account == whole.by_account
+    await journal.outcome({"key": "line:2", "account_id": "a", "outcome": "failed"})
+    journal.outcome_later({"key": "line:2", "account_id": "a", "outcome": "created"})
+    journal.outcome_later({"key": "line:4", "account_id": "b", "outcome": "invalid"})
+    await journal.close()
+
+    read = read_state(path)
+
+    live = journal.state
+    assert read is not None
+    assert live.end_offset == read.end_offset == path.stat().st_size
+    assert live.outcomes == read.outcomes == {"line:2": "created", "line:4": "invalid"}
+    assert live.outcome_offsets == read.outcome_offsets
+    assert live.open_intents.keys() == read.open_intents.keys() == {"line:3"}
+    assert live.by_account == read.by_account
+
+
+async def test_reopened_journal_keeps_its_state_live(tmp_path: Path) -> None:
+    """A resumed journal's state continues from the file, torn tail dropped."""
+    path = tmp_path / "journal.jsonl"
+    journal = await make_journal(path)
+    await journal.outcome({"key": "line:2", "account_id": "a", "outcome": "created"})
+    await journal.close()
+    with path.open("ab") as handle:
+        handle.write(b'{"type":"outcome","key":"line:3"')  # torn by a crash
+    state = read_state(path)
+    assert state is not None
+
+    again = Journal.reopen(path, state)
+    await again.outcome({"key": "line:3", "account_id": "a", "outcome": "created"})
+    await again.close()
+
+    read = read_state(path)
+    assert read is not None
+    assert again.state.outcome_offsets == read.outcome_offsets
+    assert again.state.end_offset == path.stat().st_size
 
 
 async def test_counts_by_account_follow_each_rows_last_outcome(tmp_path: Path) -> None:
