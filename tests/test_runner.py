@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 from collections.abc import AsyncIterator, Callable
@@ -10,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from sandbox_fixtures import ACCOUNT, TOKEN_HEADERS, MakeSandbox
 
 from provisioner.client import ApiClient
 from provisioner.errors import LockHeldError, PermanentError
 from provisioner.journal import JOURNAL_NAME, read_state
 from provisioner.lock import account_locks
+from provisioner.logs import configure_logging
 from provisioner.manifest import Manifest
 from provisioner.pacing import Pacer
 from provisioner.retry import RetryPolicy
@@ -453,3 +456,30 @@ async def test_rows_cut_off_by_the_grace_period_are_all_reported(
     state = read_state(result.journal_path)
     assert state is not None
     assert len(state.open_intents) == 4  # the calls in flight, looked up next run
+
+
+async def test_row_log_context_stays_with_its_row(
+    tmp_path: Path, make_runner: RunnerFactory
+) -> None:
+    """Each row's events carry that row's fields; the run's own events none."""
+    manifest = write(tmp_path / "m.csv", "namespace\na\nb\nc\nd\ne\n")
+    stream = io.StringIO()
+    configure_logging(log_format="json", level="info", stream=stream)
+    try:
+        result = await make_runner(manifest).run()
+    finally:
+        structlog.reset_defaults()
+
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    created = [e for e in events if e["event"] == "namespace_created"]
+    assert result.exit_code == 0
+    assert sorted((e["line"], e["namespace"]) for e in created) == [
+        (2, "a"),
+        (3, "b"),
+        (4, "c"),
+        (5, "d"),
+        (6, "e"),
+    ]
+    finished = next(e for e in events if e["event"] == "run_finished")
+    assert "namespace" not in finished
+    assert "line" not in finished
