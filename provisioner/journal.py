@@ -160,6 +160,12 @@ class Journal:
     async def commit(self, record: dict[str, Any]) -> None:
         """Append a record and return once it (and all before it) is synced."""
         self.append(record)
+        await self.sync()
+
+    async def sync(self) -> None:
+        """Return once every record queued so far is synced to disk."""
+        if not self._pending and (self._flusher is None or self._flusher.done()):
+            return
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         if self._flusher is None or self._flusher.done():
@@ -177,7 +183,28 @@ class Journal:
         sent: int | None = None,
     ) -> None:
         """Record, durably, that a call changing the account is about to go out."""
-        await self.commit(
+        self.intent_later(
+            op=op,
+            key=key,
+            account_id=account_id,
+            namespace=namespace,
+            line=line,
+            sent=sent,
+        )
+        await self.sync()
+
+    def intent_later(
+        self,
+        *,
+        op: str,
+        key: str,
+        account_id: str,
+        namespace: str,
+        line: int | None,
+        sent: int | None = None,
+    ) -> None:
+        """Queue an intent; its call may go out only after the next ``sync``."""
+        self.append(
             {
                 "type": "intent",
                 "op": op,
@@ -219,11 +246,14 @@ class Journal:
         self._write_synced(lines)
 
     async def _flush_loop(self) -> None:
-        while self._pending:
+        # Records nobody waits for ride along with the next sync that someone
+        # does wait for (or go at close): they never cost a sync of their own.
+        while self._waiters:
             lines, self._pending = self._pending, []
             waiters, self._waiters = self._waiters, []
             try:
-                await asyncio.to_thread(self._write_synced, lines)
+                if lines:
+                    await asyncio.to_thread(self._write_synced, lines)
             except OSError as exc:
                 for waiter in waiters:
                     waiter.set_exception(exc)

@@ -388,6 +388,20 @@ class Runner:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(watchdog, *tasks, return_exceptions=True)
+            self._drain(queue, journal)
+
+    def _drain(
+        self, queue: asyncio.Queue[Decision | Deletion | object], journal: Journal
+    ) -> None:
+        """Rows left queued when the workers were cancelled were never sent."""
+        while not queue.empty():
+            item = queue.get_nowait()
+            if isinstance(item, Decision):
+                journal.outcome_later(unattempted(item.row, item.account_id))
+            elif isinstance(item, Deletion):
+                journal.outcome_later(
+                    {**deletion_base(item), "outcome": Outcome.NOT_ATTEMPTED}
+                )
 
     async def _produce_then_stop(
         self,
@@ -439,6 +453,7 @@ class Runner:
     async def _produce(
         self, queue: asyncio.Queue[Decision | Deletion | object], journal: Journal
     ) -> None:
+        batch: list[Decision] = []
         for row in self.manifest.rows():
             key = row_key(row.line)
             if key in self._done or row.line in self.validation.duplicate_of:
@@ -475,9 +490,48 @@ class Runner:
                 journal.outcome_later(conflict(row, account, decision.reason))
                 self._notify(Outcome.FAILED)
             else:
-                await queue.put(decision)
+                batch.append(decision)
+                if len(batch) >= self.concurrency:
+                    await self._dispatch(batch, queue, journal)
+                    batch = []
 
+        await self._dispatch(batch, queue, journal)
         await self._produce_deletions(queue, journal)
+
+    async def _dispatch(
+        self,
+        batch: list[Decision],
+        queue: asyncio.Queue[Decision | Deletion | object],
+        journal: Journal,
+    ) -> None:
+        """Sync the batch's intents in one write, then hand its rows to workers.
+
+        Write-ahead holds: no row's call goes out before its intent is on
+        disk. A row still queued when the run is killed leaves an open intent,
+        which costs the next run a lookup, so batches stay one worker each.
+        """
+        if not batch:
+            return
+        sent = self.client.stats.requests_sent
+        for decision in batch:
+            row = decision.row
+            journal.intent_later(
+                op=decision.action.value,
+                key=row_key(row.line),
+                account_id=decision.account_id,
+                namespace=row.namespace,
+                line=row.line,
+                sent=sent,
+            )
+        await journal.sync()
+        for index, decision in enumerate(batch):
+            try:
+                await queue.put(decision)
+            except asyncio.CancelledError:
+                # Cut off by the grace period: these were never handed out.
+                for left in batch[index:]:
+                    journal.outcome_later(unattempted(left.row, left.account_id))
+                raise
 
     async def _produce_deletions(
         self, queue: asyncio.Queue[Decision | Deletion | object], journal: Journal
@@ -636,16 +690,6 @@ class Runner:
 
     async def _carry_out(self, decision: Decision, journal: Journal) -> dict[str, Any]:
         row, account = decision.row, decision.account_id
-        op = decision.action.value
-        await journal.intent(
-            op=op,
-            key=row_key(row.line),
-            account_id=account,
-            namespace=row.namespace,
-            line=row.line,
-            sent=self.client.stats.requests_sent,
-        )
-
         uncertain = row_key(row.line) in self._uncertain
         try:
             if decision.action is Action.CREATE:

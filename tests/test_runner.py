@@ -483,3 +483,36 @@ async def test_row_log_context_stays_with_its_row(
     finished = next(e for e in events if e["event"] == "run_finished")
     assert "namespace" not in finished
     assert "line" not in finished
+
+
+async def test_intents_are_synced_a_batch_per_sync(
+    tmp_path: Path,
+    make_runner: RunnerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rows' intents reach the disk a batch (one per worker) at a time."""
+    rows, workers = 100, 10
+    manifest = write(
+        tmp_path / "m.csv",
+        "namespace\n" + "".join(f"tenant-{i:03d}\n" for i in range(rows)),
+    )
+    synced_sizes: list[int] = []
+    real_fsync = os.fsync
+    journal_path = tmp_path / "reports" / JOURNAL_NAME
+
+    def recording_fsync(fd: int) -> None:
+        real_fsync(fd)
+        if (
+            os.path.exists(journal_path)
+            and os.fstat(fd).st_ino == os.stat(journal_path).st_ino
+        ):
+            synced_sizes.append(os.fstat(fd).st_size)
+
+    monkeypatch.setattr("provisioner.journal.os.fsync", recording_fsync)
+    runner = make_runner(manifest)
+    runner.concurrency = workers
+
+    result = await runner.run()
+
+    assert result.summary["outcomes"]["created"] == rows
+    assert len(synced_sizes) <= rows // workers + 6
