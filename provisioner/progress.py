@@ -7,17 +7,10 @@ the same facts.
 from __future__ import annotations
 
 import sys
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-)
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 
 class ProgressDisplay:
@@ -30,6 +23,16 @@ class ProgressDisplay:
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         if self.enabled:
+            # Imported here: runs off a terminal (cron, CI) never draw.
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
             self._progress = Progress(
                 TextColumn("[bold]provisioning"),
                 BarColumn(),

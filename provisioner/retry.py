@@ -24,15 +24,12 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import structlog
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    wait_random_exponential,
-)
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
 
 from provisioner.errors import ApiError, RateLimitedError, TransientError
 
@@ -114,6 +111,10 @@ class RetryPolicy:
         earlier_s: float,
     ) -> Attempted[T]:
         """Tenacity's loop over ``fn``, ``earlier_s`` into the call's deadline."""
+        # Imported on the first failure: a run whose calls all succeed at once
+        # never loads it.
+        from tenacity import AsyncRetrying, retry_if_exception, wait_random_exponential
+
         backoff = wait_random_exponential(
             multiplier=self.backoff_initial_s, max=self.backoff_max_s
         )

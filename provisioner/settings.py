@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
@@ -209,6 +208,8 @@ def _env_config_path() -> Path | None:
 
 
 def _check_toml(path: Path) -> None:
+    import tomllib  # here: compiling its patterns is a tenth of start-up
+
     try:
         with path.open("rb") as handle:
             tomllib.load(handle)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import json
 from pathlib import Path
 
@@ -168,3 +170,18 @@ def test_export_checks_its_arguments_before_any_call(tmp_path: Path) -> None:
 
     assert run(bad_account) == 4
     assert run(missing_dir) == 4
+
+
+def test_start_up_skips_imports_a_plain_run_does_not_need() -> None:
+    """Loading the CLI loads no YAML or TOML parser, no tenacity, no rich bar."""
+    probe = (
+        "import sys, provisioner.cli\n"
+        "lazy = ('yaml', 'tomllib', 'tenacity', 'rich.progress')\n"
+        "print(','.join(m for m in lazy if m in sys.modules))\n"
+    )
+
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+    assert loaded == ""

@@ -179,7 +179,7 @@ async def test_a_call_that_succeeds_at_once_builds_no_retry_machinery(
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("AsyncRetrying built for a call that succeeded")
 
-    monkeypatch.setattr("provisioner.retry.AsyncRetrying", refuse)
+    monkeypatch.setattr("tenacity.AsyncRetrying", refuse)
     retry, sleep = policy()
 
     result = await retry.call(failing(), op="create", name="a", idempotent=True)

@@ -20,7 +20,6 @@ from provisioner.manifest.model import (
     ScanItem,
     Validation,
 )
-from provisioner.manifest.yamlfile import scan_yaml
 from provisioner.models import ManifestRow
 from provisioner.names import NamePolicy
 
@@ -251,7 +250,11 @@ class Manifest:
                         "too-big",
                     )
                 )
-            scan = scan_csv if self.format == "csv" else scan_yaml
+            if self.format == "csv":
+                scan = scan_csv
+            else:
+                # Only YAML manifests pay for importing the YAML parser.
+                from provisioner.manifest.yamlfile import scan_yaml as scan
             try:
                 yield from scan(handle, ctx)
             except OSError as exc:
