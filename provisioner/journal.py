@@ -172,27 +172,6 @@ class Journal:
             self._flusher = asyncio.create_task(self._flush_loop())
         await waiter
 
-    async def intent(
-        self,
-        *,
-        op: str,
-        key: str,
-        account_id: str,
-        namespace: str,
-        line: int | None,
-        sent: int | None = None,
-    ) -> None:
-        """Record, durably, that a call changing the account is about to go out."""
-        self.intent_later(
-            op=op,
-            key=key,
-            account_id=account_id,
-            namespace=namespace,
-            line=line,
-            sent=sent,
-        )
-        await self.sync()
-
     def intent_later(
         self,
         *,

@@ -620,7 +620,7 @@ class Runner:
             return
 
         name = deletion.namespace.namespace_name
-        await journal.intent(
+        journal.intent_later(
             op="delete",
             key=deletion.key,
             account_id=deletion.account_id,
@@ -628,6 +628,7 @@ class Runner:
             line=None,
             sent=self.client.stats.requests_sent,
         )
+        await journal.sync()
         try:
             attempts = await self._delete(deletion.account_id, name)
         except asyncio.CancelledError:

@@ -30,10 +30,10 @@ async def test_intent_without_outcome_stays_open(tmp_path: Path) -> None:
     path = tmp_path / "journal.jsonl"
     journal = await make_journal(path)
 
-    await journal.intent(
+    journal.intent_later(
         op="create", key="line:2", account_id="a", namespace="x", line=2
     )
-    await journal.intent(
+    journal.intent_later(
         op="create", key="line:3", account_id="a", namespace="y", line=3
     )
     await journal.outcome({"key": "line:2", "line": 2, "outcome": "created"})
@@ -51,7 +51,7 @@ async def test_unresolved_outcome_keeps_the_intent_open(tmp_path: Path) -> None:
     path = tmp_path / "journal.jsonl"
     journal = await make_journal(path)
 
-    await journal.intent(
+    journal.intent_later(
         op="create", key="line:2", account_id="a", namespace="x", line=2
     )
     await journal.outcome(
@@ -208,10 +208,10 @@ async def test_live_state_matches_a_reading_of_the_file(tmp_path: Path) -> None:
     """The state a journal keeps as it writes equals read_state of its file."""
     path = tmp_path / "journal.jsonl"
     journal = await make_journal(path)
-    await journal.intent(
+    journal.intent_later(
         op="create", key="line:2", account_id="a", namespace="x", line=2
     )
-    await journal.intent(
+    journal.intent_later(
         op="create", key="line:3", account_id="b", namespace="y", line=3
     )
     await journal.outcome({"key": "line:2", "account_id": "a", "outcome": "failed"})

@@ -47,21 +47,28 @@ async def client(server: SandboxServer) -> AsyncIterator[ApiClient]:
         yield api
 
 
+def build_runner(
+    manifest: Path, client: ApiClient, tmp_path: Path, **options: Any
+) -> Runner:
+    """A runner of four workers reporting under ``tmp_path / "reports"``."""
+    the_manifest = Manifest(manifest)
+    options.setdefault("lock_dir", tmp_path)
+    return Runner(
+        manifest=the_manifest,
+        validation=the_manifest.validate(),
+        client=client,
+        policy=RetryPolicy(backoff_initial_s=0.001, backoff_max_s=0.01),
+        report_dir=tmp_path / "reports",
+        default_account=ACCOUNT,
+        concurrency=4,
+        options=RunOptions(**options),
+    )
+
+
 @pytest.fixture
 def make_runner(client: ApiClient, tmp_path: Path) -> RunnerFactory:
     def make(manifest: Path, **options: Any) -> Runner:
-        the_manifest = Manifest(manifest)
-        options.setdefault("lock_dir", tmp_path)
-        return Runner(
-            manifest=the_manifest,
-            validation=the_manifest.validate(),
-            client=client,
-            policy=RetryPolicy(backoff_initial_s=0.001, backoff_max_s=0.01),
-            report_dir=tmp_path / "reports",
-            default_account=ACCOUNT,
-            concurrency=4,
-            options=RunOptions(**options),
-        )
+        return build_runner(manifest, client, tmp_path, **options)
 
     return make
 
@@ -431,20 +438,10 @@ async def test_rows_cut_off_by_the_grace_period_are_all_reported(
     )
     names = "".join(f"n-{i:03d}\n" for i in range(40))
     manifest = write(tmp_path / "m.csv", f"namespace\n{names}")
-    the_manifest = Manifest(manifest)
     async with ApiClient(
         base_url=server.base_url, auth_headers=TOKEN_HEADERS, pacer=Pacer(10_000, 1.0)
     ) as api:
-        runner = Runner(
-            manifest=the_manifest,
-            validation=the_manifest.validate(),
-            client=api,
-            policy=RetryPolicy(),
-            report_dir=tmp_path / "reports",
-            default_account=ACCOUNT,
-            concurrency=4,
-            options=RunOptions(lock_dir=tmp_path, grace_s=0.05),
-        )
+        runner = build_runner(manifest, api, tmp_path, grace_s=0.05)
         asyncio.get_running_loop().call_later(0.5, runner.request_stop)
 
         result = await runner.run()
