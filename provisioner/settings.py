@@ -215,6 +215,17 @@ def _check_toml(path: Path) -> None:
             tomllib.load(handle)
     except FileNotFoundError:
         raise SettingsError(f"Settings file {path} does not exist.") from None
+    except IsADirectoryError:
+        raise SettingsError(
+            f"Settings file {path} is a directory; name the TOML file in it."
+        ) from None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise SettingsError(f"Settings file {path} cannot be read: {reason}.") from None
+    except UnicodeDecodeError:
+        raise SettingsError(
+            f"Settings file {path} is not UTF-8 text; save it as UTF-8 TOML."
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"Settings file {path} is not valid TOML: {exc}.") from None
 

@@ -145,6 +145,19 @@ def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
         load_settings(config_file=tmp_path / "absent.toml")
 
 
+def test_settings_file_not_utf8_or_a_directory_is_a_settings_error(
+    tmp_path: Path,
+) -> None:
+    """A binary file or a directory as the settings file is exit 4, not a crash."""
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe bad")
+
+    with pytest.raises(SettingsError, match="not UTF-8"):
+        load_settings(config_file=binary)
+    with pytest.raises(SettingsError, match="is a directory"):
+        load_settings(config_file=tmp_path)
+
+
 def test_unknown_toml_key_is_refused(tmp_path: Path) -> None:
     """A misspelt key in the file is an error, not silently ignored."""
     with pytest.raises(SettingsError, match=r"concurency.*did you mean concurrency"):
