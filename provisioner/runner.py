@@ -470,7 +470,12 @@ class Runner:
                 continue
 
             found = self._resolved.get(key)
-            if found is not None:
+            if found is not None and row.trusted_workers in (
+                None,
+                found.trusted_workers,
+            ):
+                # Made by the earlier run as asked; otherwise the LIST's view
+                # decides what is left (say, trusted_workers still to set).
                 outcome = Outcome.RENAMED if row.previous_name else Outcome.CREATED
                 await journal.outcome(settled(row, account, outcome, found, 0))
                 self._notify(outcome)
@@ -564,6 +569,8 @@ class Runner:
             return Outcome.CREATED
         if op == "rename":
             return Outcome.RENAMED
+        if op == "update":
+            return Outcome.UPDATED
         return Outcome.EXISTING
 
     async def _worker(
@@ -843,7 +850,14 @@ class Runner:
     async def _update(self, decision: Decision) -> tuple[Namespace, int, Outcome]:
         account, row = decision.account_id, decision.row
         namespace, attempts = await self._set_trusted(account, row, decision.existing)
-        return namespace, attempts, Outcome.UPDATED
+        # A namespace an earlier run made (its setting still to converge) is
+        # reported as made.
+        made = self._adopted_outcome(row_key(row.line))
+        return (
+            namespace,
+            attempts,
+            Outcome.UPDATED if made is Outcome.EXISTING else made,
+        )
 
     async def _set_trusted(
         self, account: str, row: ManifestRow, current: Namespace | None

@@ -16,7 +16,7 @@ from sandbox_fixtures import ACCOUNT, TOKEN_HEADERS, MakeSandbox
 
 from provisioner.client import ApiClient
 from provisioner.errors import LockHeldError, PermanentError
-from provisioner.journal import JOURNAL_NAME, read_state
+from provisioner.journal import JOURNAL_NAME, Journal, read_state
 from provisioner.lock import account_locks
 from provisioner.logs import configure_logging
 from provisioner.manifest import Manifest
@@ -513,3 +513,63 @@ async def test_intents_are_synced_a_batch_per_sync(
 
     assert result.summary["outcomes"]["created"] == rows
     assert len(synced_sizes) <= rows // workers + 6
+
+
+async def test_resumed_create_still_sets_trusted_workers(
+    tmp_path: Path, server: SandboxServer, make_runner: RunnerFactory
+) -> None:
+    """A create an earlier (killed) run made is reported created and its
+    trusted_workers still set, not left for the next run."""
+    manifest = write(tmp_path / "m.csv", "namespace,trusted_workers\nct-1,true\n")
+    validation = Manifest(manifest).validate()
+    journal = Journal.create(
+        tmp_path / "reports" / JOURNAL_NAME,
+        manifest=str(manifest),
+        manifest_sha256=validation.sha256,
+        default_account=ACCOUNT,
+    )
+    journal.intent_later(
+        op="create", key="line:2", account_id=ACCOUNT, namespace="ct-1", line=2
+    )
+    await journal.sync()
+    await journal.close()
+    made = server.store.create(ACCOUNT, "ct-1", "earlier-run")
+
+    result = await make_runner(manifest).run()
+
+    (row,) = rows_of(tmp_path)
+    assert result.exit_code == 0
+    assert (row["outcome"], row["namespace_id"]) == ("created", made.namespace_id)
+    held = server.store.get(ACCOUNT, "ct-1")
+    assert held is not None
+    assert held.trusted_workers is True
+
+
+async def test_resumed_update_whose_outcome_was_lost_is_reported_updated(
+    tmp_path: Path, server: SandboxServer, make_runner: RunnerFactory
+) -> None:
+    """An update an earlier run made before dying is reported updated, not
+    existing, with no call sent for it."""
+    manifest = write(tmp_path / "m.csv", "namespace,trusted_workers\nup-1,true\n")
+    validation = Manifest(manifest).validate()
+    journal = Journal.create(
+        tmp_path / "reports" / JOURNAL_NAME,
+        manifest=str(manifest),
+        manifest_sha256=validation.sha256,
+        default_account=ACCOUNT,
+    )
+    journal.intent_later(
+        op="update", key="line:2", account_id=ACCOUNT, namespace="up-1", line=2
+    )
+    await journal.sync()
+    await journal.close()
+    server.store.create(ACCOUNT, "up-1", "earlier-run")
+    server.store.update(ACCOUNT, "up-1", "earlier-run", trusted_workers=True)
+    before = server.stats()["requests_total"]
+
+    result = await make_runner(manifest).run()
+
+    (row,) = rows_of(tmp_path)
+    assert result.exit_code == 0
+    assert row["outcome"] == "updated"
+    assert server.stats()["requests_total"] - before == 1  # the LIST alone
