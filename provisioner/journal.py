@@ -181,20 +181,26 @@ class Journal:
         namespace: str,
         line: int | None,
         sent: int | None = None,
+        namespace_id: str | None = None,
     ) -> None:
-        """Queue an intent; its call may go out only after the next ``sync``."""
-        self.append(
-            {
-                "type": "intent",
-                "op": op,
-                "key": key,
-                "account_id": account_id,
-                "namespace": namespace,
-                "line": line,
-                "sent": sent,
-                "at": utc_now(),
-            }
-        )
+        """Queue an intent; its call may go out only after the next ``sync``.
+
+        ``namespace_id`` names what a delete removes, for the report of a run
+        that has to settle the delete after a kill.
+        """
+        record: dict[str, Any] = {
+            "type": "intent",
+            "op": op,
+            "key": key,
+            "account_id": account_id,
+            "namespace": namespace,
+            "line": line,
+            "sent": sent,
+            "at": utc_now(),
+        }
+        if namespace_id is not None:
+            record["namespace_id"] = namespace_id
+        self.append(record)
 
     async def outcome(self, record: dict[str, Any]) -> None:
         """Record, durably, a row's outcome (``key`` and ``outcome`` required)."""

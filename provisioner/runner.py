@@ -196,6 +196,8 @@ class Runner:
                 await self._resolve_open_intents(state)
             await self._list_accounts(set(self._wanted))
             self._plan_unmanaged()
+            if state is not None:
+                self._settle_open_deletions(journal, state)
             await self._work(journal)
             await self._close_rows(journal)
             return await self._finish(journal, started_at, started_s)
@@ -294,7 +296,7 @@ class Runner:
         (or ``renamed``) when the producer reaches it. A name not found, or
         not looked up, is created again only after another lookup.
         """
-        for key, intent in state.open_intents.items():
+        for key, intent in list(state.open_intents.items()):
             if key in self._done:
                 continue
             op = str(intent.get("op"))
@@ -335,6 +337,33 @@ class Runner:
             first = refusals[0]
             if isinstance(first, CredentialsRefusedError):
                 self._fatal = first
+
+    def _settle_open_deletions(self, journal: Journal, state: JournalState) -> None:
+        """A delete an earlier run sent whose name the LIST no longer holds
+        happened: report it. One still held is planned again by --prune."""
+        if self._stop.is_set():
+            return  # the LIST may not have run: absence proves nothing
+        # A copy: the state is the journal's live one, which the records change.
+        for key, intent in list(state.open_intents.items()):
+            if intent.get("op") != "delete" or key in self._done:
+                continue
+            account = str(intent.get("account_id"))
+            view = self._accounts.get(account)
+            name = str(intent.get("namespace"))
+            if view is None or view.refused is not None or name in view.namespaces:
+                continue
+            journal.outcome_later(
+                {
+                    "key": key,
+                    "line": None,
+                    "account_id": account,
+                    "namespace": name,
+                    "namespace_id": intent.get("namespace_id"),
+                    "outcome": Outcome.DELETED,
+                    "attempts": 0,
+                }
+            )
+            self._notify(Outcome.DELETED)
 
     def _plan_unmanaged(self) -> None:
         """Count namespaces outside the manifest; with --prune, plan deletions."""
@@ -634,6 +663,7 @@ class Runner:
             namespace=name,
             line=None,
             sent=self.client.stats.requests_sent,
+            namespace_id=deletion.namespace.namespace_id,
         )
         await journal.sync()
         try:

@@ -573,3 +573,40 @@ async def test_resumed_update_whose_outcome_was_lost_is_reported_updated(
     assert result.exit_code == 0
     assert row["outcome"] == "updated"
     assert server.stats()["requests_total"] - before == 1  # the LIST alone
+
+
+async def test_a_delete_made_by_a_killed_run_is_reported_by_the_rerun(
+    tmp_path: Path, server: SandboxServer, make_runner: RunnerFactory
+) -> None:
+    """An open delete intent whose name is gone is reported deleted, once."""
+    manifest = write(tmp_path / "m.csv", "namespace\nkeep\n")
+    validation = Manifest(manifest).validate()
+    journal = Journal.create(
+        tmp_path / "reports" / JOURNAL_NAME,
+        manifest=str(manifest),
+        manifest_sha256=validation.sha256,
+        default_account=ACCOUNT,
+    )
+    key = f"unmanaged:{ACCOUNT}:gone"
+    journal.intent_later(
+        op="delete",
+        key=key,
+        account_id=ACCOUNT,
+        namespace="gone",
+        line=None,
+        namespace_id="id-of-gone",
+    )
+    await journal.sync()
+    await journal.close()
+
+    result = await make_runner(manifest, prune=True, force_prune=True).run()
+
+    rows = rows_of(tmp_path)
+    assert result.exit_code == 0
+    deleted = [r for r in rows if r["outcome"] == "deleted"]
+    assert [(r["namespace"], r["namespace_id"]) for r in deleted] == [
+        ("gone", "id-of-gone")
+    ]
+    state = read_state(result.journal_path)
+    assert state is not None
+    assert key not in state.open_intents
