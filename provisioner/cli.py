@@ -394,8 +394,9 @@ def _plan_exit_code(the_plan: Plan) -> int:
 @click.option(
     "--resume/--fresh",
     default=None,
-    help="Resume the unfinished journal even if the manifest changed, or never "
-    "resume. By default a run resumes when the manifest is the same.",
+    help="Resume an unfinished journal of the same manifest (the default), or "
+    "start a new one. A journal of another manifest is never resumed: its "
+    "unsettled calls are carried into the new run by name and looked up.",
 )
 @_sandbox_options
 @_prune_options

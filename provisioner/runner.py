@@ -136,6 +136,9 @@ class Runner:
         self._accounts: dict[str, AccountView] = {}
         self._done: set[str] = set()
         self._uncertain: dict[str, str] = {}  # key -> op of its open intent
+        # (account, name) -> op of an unsettled call of a set-aside journal
+        self._carried_ops: dict[tuple[str, str], str] = {}
+        self._carried: JournalState | None = None
         self._resolved: dict[str, Namespace] = {}
         self._wanted: dict[str, set[str]] = {}
         self._prune = PrunePlan()
@@ -196,8 +199,9 @@ class Runner:
                 await self._resolve_open_intents(state)
             await self._list_accounts(set(self._wanted))
             self._plan_unmanaged()
-            if state is not None:
-                self._settle_open_deletions(journal, state)
+            for earlier in (state, self._carried):
+                if earlier is not None:
+                    self._settle_open_deletions(journal, earlier)
             await self._work(journal)
             await self._close_rows(journal)
             return await self._finish(journal, started_at, started_s)
@@ -220,7 +224,8 @@ class Runner:
                 state.header.get("manifest_sha256") == self.validation.sha256
                 and state.header.get("default_account") == self.default_account
             )
-            if self.options.resume is True or (self.options.resume is None and same):
+            # Rows are keyed by line, so only the same manifest can be resumed.
+            if same and self.options.resume is not False:
                 self._resumed = True
                 self._done = {
                     key for key, outcome in state.outcomes.items() if outcome in _FINAL
@@ -232,11 +237,12 @@ class Runner:
                     rows_done=len(self._done),
                 )
                 return Journal.reopen(path, state), state
+            self._carry_unsettled(state)
             self._log.warning(
                 "journal_set_aside",
                 path=str(path),
                 reason="--fresh" if self.options.resume is False else "other manifest",
-                open_intents=len(state.open_intents),
+                unsettled_calls_carried=len(state.open_intents),
             )
         if path.exists():
             archive(path)
@@ -249,6 +255,15 @@ class Runner:
             ),
             None,
         )
+
+    def _carry_unsettled(self, state: JournalState) -> None:
+        """Calls a set-aside journal left unsettled follow their names into
+        this run: a row naming one looks it up before sending anything, and
+        a namespace such a call made is reported as made, not as existing."""
+        self._carried = state
+        for intent in state.open_intents.values():
+            name = (str(intent.get("account_id")), str(intent.get("namespace")))
+            self._carried_ops[name] = str(intent.get("op"))
 
     def _record_invalid_rows(self, journal: Journal) -> None:
         messages: dict[int, list[str]] = {}
@@ -489,6 +504,9 @@ class Runner:
                 continue
             account = self._account_of(row)
             view = self._accounts[account]
+            carried = self._carried_ops.get((account, row.namespace))
+            if carried is not None:
+                self._uncertain.setdefault(key, carried)
 
             if self._stop.is_set() or self._fatal is not None:
                 journal.outcome_later(unattempted(row, account))

@@ -610,3 +610,42 @@ async def test_a_delete_made_by_a_killed_run_is_reported_by_the_rerun(
     state = read_state(result.journal_path)
     assert state is not None
     assert key not in state.open_intents
+
+
+async def test_changed_manifest_carries_unsettled_calls_by_name(
+    tmp_path: Path, server: SandboxServer, make_runner: RunnerFactory
+) -> None:
+    """A journal of another manifest is set aside, even with --resume: the new
+    report holds only the new rows, and a call the old run left unsettled is
+    found by its name (reported created, not sent again)."""
+    old = write(tmp_path / "old.csv", "namespace\nns-a\nns-b\nns-c\n")
+    journal = Journal.create(
+        tmp_path / "reports" / JOURNAL_NAME,
+        manifest=str(old),
+        manifest_sha256=Manifest(old).validate().sha256,
+        default_account=ACCOUNT,
+    )
+    await journal.outcome(
+        {"key": "line:2", "line": 2, "namespace": "ns-a", "outcome": "created"}
+    )
+    journal.intent_later(
+        op="create", key="line:3", account_id=ACCOUNT, namespace="ns-b", line=3
+    )
+    await journal.sync()
+    await journal.close()
+    server.store.create(ACCOUNT, "ns-a", "earlier-run")
+    made = server.store.create(ACCOUNT, "ns-b", "earlier-run")
+    new = write(tmp_path / "new.csv", "namespace\nother-1\nns-b\nother-2\n")
+
+    result = await make_runner(new, resume=True).run()
+
+    rows = rows_of(tmp_path)
+    assert result.exit_code == 0
+    assert [(r["row"], r["namespace"], r["outcome"]) for r in rows] == [
+        (2, "other-1", "created"),
+        (3, "ns-b", "created"),
+        (4, "other-2", "created"),
+    ]
+    assert rows[1]["namespace_id"] == made.namespace_id
+    assert server.stats()["duplicate_creates"] == 0
+    assert list((tmp_path / "reports" / "history").glob("journal-*.jsonl"))
