@@ -504,9 +504,10 @@ class Runner:
                 continue
             account = self._account_of(row)
             view = self._accounts[account]
-            carried = self._carried_ops.get((account, row.namespace))
-            if carried is not None:
-                self._uncertain.setdefault(key, carried)
+            if self._carried_ops:
+                carried = self._carried_ops.get((account, row.namespace))
+                if carried is not None:
+                    self._uncertain.setdefault(key, carried)
 
             if self._stop.is_set() or self._fatal is not None:
                 journal.outcome_later(unattempted(row, account))
