@@ -197,7 +197,7 @@ def load_settings(
     try:
         return Settings(**flags)
     except ValidationError as exc:
-        raise SettingsError(_describe(exc)) from None
+        raise SettingsError(_describe(exc, path)) from None
     finally:
         _toml_path.reset(token)
 
@@ -266,7 +266,7 @@ def _field_of(loc: str) -> str:
     return loc
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError, config_file: Path | None = None) -> str:
     sentences = []
     for error in exc.errors(include_input=False, include_url=False):
         loc = ".".join(str(part) for part in error["loc"]) or "settings"
@@ -276,9 +276,12 @@ def _describe(exc: ValidationError) -> str:
             sentences.append(f"Unknown setting {loc} in the settings file{hint}.")
             continue
         field = _field_of(loc)
-        where = (
-            f"{field} ({env_name(field)})" if field in Settings.model_fields else loc
-        )
+        if field not in Settings.model_fields:
+            where = loc
+        elif config_file is not None:
+            where = f"{field} ({env_name(field)} or {field} in {config_file})"
+        else:
+            where = f"{field} ({env_name(field)})"
         message = str(error["msg"]).removeprefix("Value error, ")
         sentences.append(f"Setting {where}: {message}.")
     return " ".join(sentences)

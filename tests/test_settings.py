@@ -205,3 +205,11 @@ def test_empty_or_spaced_token_is_refused(token: str) -> None:
     """An empty token, or one with whitespace, is a settings error, not a 401."""
     with pytest.raises(SettingsError, match="api_token"):
         load_settings({"api_token": token})
+
+
+def test_a_bad_value_from_the_settings_file_names_the_file(tmp_path: Path) -> None:
+    """A wrong type in the settings file is reported with the file's name."""
+    config = write_toml(tmp_path, 'concurrency = "many"')
+
+    with pytest.raises(SettingsError, match=r"concurrency in .*\.toml"):
+        load_settings(config_file=config)
