@@ -199,9 +199,10 @@ class Runner:
                 await self._resolve_open_intents(state)
             await self._list_accounts(set(self._wanted))
             self._plan_unmanaged()
-            for earlier in (state, self._carried):
-                if earlier is not None:
-                    self._settle_open_deletions(journal, earlier)
+            if state is not None:
+                self._settle_open_deletions(journal, state)
+            if self._carried is not None:
+                self._log_carried_deletions(self._carried)
             await self._work(journal)
             await self._close_rows(journal)
             return await self._finish(journal, started_at, started_s)
@@ -353,20 +354,30 @@ class Runner:
             if isinstance(first, CredentialsRefusedError):
                 self._fatal = first
 
-    def _settle_open_deletions(self, journal: Journal, state: JournalState) -> None:
-        """A delete an earlier run sent whose name the LIST no longer holds
-        happened: report it. One still held is planned again by --prune."""
+    def _confirmed_deletions(
+        self, state: JournalState
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Open delete intents whose name the LIST no longer holds: they
+        happened. One still held is planned again by --prune."""
         if self._stop.is_set():
-            return  # the LIST may not have run: absence proves nothing
+            return []  # the LIST may not have run: absence proves nothing
+        confirmed = []
         # A copy: the state is the journal's live one, which the records change.
         for key, intent in list(state.open_intents.items()):
             if intent.get("op") != "delete" or key in self._done:
                 continue
-            account = str(intent.get("account_id"))
-            view = self._accounts.get(account)
+            view = self._accounts.get(str(intent.get("account_id")))
             name = str(intent.get("namespace"))
             if view is None or view.refused is not None or name in view.namespaces:
                 continue
+            confirmed.append((key, intent))
+        return confirmed
+
+    def _settle_open_deletions(self, journal: Journal, state: JournalState) -> None:
+        """A delete the resumed run sent that happened is reported deleted."""
+        for key, intent in self._confirmed_deletions(state):
+            account = str(intent.get("account_id"))
+            name = str(intent.get("namespace"))
             journal.outcome_later(
                 {
                     "key": key,
@@ -379,6 +390,18 @@ class Runner:
                 }
             )
             self._notify(Outcome.DELETED)
+
+    def _log_carried_deletions(self, state: JournalState) -> None:
+        """A delete the set-aside journal left open that happened is logged,
+        not reported: this run's report holds this manifest's rows only, and
+        the archived journal keeps the intent with the namespace ID."""
+        for _key, intent in self._confirmed_deletions(state):
+            self._log.warning(
+                "earlier_delete_confirmed",
+                account_id=intent.get("account_id"),
+                namespace=intent.get("namespace"),
+                namespace_id=intent.get("namespace_id"),
+            )
 
     def _plan_unmanaged(self) -> None:
         """Count namespaces outside the manifest; with --prune, plan deletions."""

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import structlog
 from sandbox_fixtures import ACCOUNT, TOKEN_HEADERS, MakeSandbox
+from structlog.testing import capture_logs
 
 from provisioner.client import ApiClient
 from provisioner.errors import LockHeldError, PermanentError
@@ -610,6 +611,42 @@ async def test_a_delete_made_by_a_killed_run_is_reported_by_the_rerun(
     state = read_state(result.journal_path)
     assert state is not None
     assert key not in state.open_intents
+
+
+async def test_a_delete_left_by_another_manifest_is_logged_not_reported(
+    tmp_path: Path, server: SandboxServer, make_runner: RunnerFactory
+) -> None:
+    """A delete a set-aside journal left open is logged as confirmed but not
+    put in the new manifest's report, which holds its own rows only."""
+    old = write(tmp_path / "old.csv", "namespace\nold-1\n")
+    journal = Journal.create(
+        tmp_path / "reports" / JOURNAL_NAME,
+        manifest=str(old),
+        manifest_sha256=Manifest(old).validate().sha256,
+        default_account=ACCOUNT,
+    )
+    journal.intent_later(
+        op="delete",
+        key=f"unmanaged:{ACCOUNT}:gone",
+        account_id=ACCOUNT,
+        namespace="gone",
+        line=None,
+        namespace_id="id-of-gone",
+    )
+    await journal.sync()
+    await journal.close()
+    new = write(tmp_path / "new.csv", "namespace\nnew-1\n")
+
+    with capture_logs() as events:
+        result = await make_runner(new).run()
+
+    rows = rows_of(tmp_path)
+    assert result.exit_code == 0
+    assert [(r["namespace"], r["outcome"]) for r in rows] == [("new-1", "created")]
+    confirmed = [e for e in events if e["event"] == "earlier_delete_confirmed"]
+    assert [(e["namespace"], e["namespace_id"]) for e in confirmed] == [
+        ("gone", "id-of-gone")
+    ]
 
 
 async def test_changed_manifest_carries_unsettled_calls_by_name(
