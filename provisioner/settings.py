@@ -8,6 +8,7 @@ file is named by ``--config`` or ``PROVISIONER_CONFIG`` and uses the field names
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import os
 from collections.abc import Mapping
@@ -211,8 +212,16 @@ def _check_toml(path: Path) -> None:
     import tomllib  # here: compiling its patterns is a tenth of start-up
 
     try:
-        with path.open("rb") as handle:
-            tomllib.load(handle)
+        if path.exists() and not path.is_file() and not path.is_dir():
+            # A FIFO or a device would block the read or never end.
+            raise SettingsError(f"Settings file {path} is not a regular file.")
+        data = path.read_bytes()
+        if data.startswith(codecs.BOM_UTF8):
+            raise SettingsError(
+                f"Settings file {path} starts with a byte-order mark, which TOML"
+                " does not allow; save it as UTF-8 without one."
+            )
+        tomllib.loads(data.decode())
     except FileNotFoundError:
         raise SettingsError(f"Settings file {path} does not exist.") from None
     except IsADirectoryError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -156,6 +157,26 @@ def test_settings_file_not_utf8_or_a_directory_is_a_settings_error(
         load_settings(config_file=binary)
     with pytest.raises(SettingsError, match="is a directory"):
         load_settings(config_file=tmp_path)
+
+
+def test_settings_file_that_is_a_fifo_is_refused_without_reading(
+    tmp_path: Path,
+) -> None:
+    """A FIFO as the settings file is a SettingsError at once, not a hang."""
+    fifo = tmp_path / "settings.toml"
+    os.mkfifo(fifo)
+
+    with pytest.raises(SettingsError, match="not a regular file"):
+        load_settings(config_file=fifo)
+
+
+def test_settings_file_with_a_byte_order_mark_says_so(tmp_path: Path) -> None:
+    """A TOML file saved with a UTF-8 BOM gets an error naming the BOM."""
+    marked = tmp_path / "settings.toml"
+    marked.write_bytes(b"\xef\xbb\xbfconcurrency = 3\n")
+
+    with pytest.raises(SettingsError, match="byte-order mark"):
+        load_settings(config_file=marked)
 
 
 def test_unknown_toml_key_is_refused(tmp_path: Path) -> None:
