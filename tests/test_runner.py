@@ -516,24 +516,28 @@ async def test_intents_are_synced_a_batch_per_sync(
     assert len(synced_sizes) <= rows // workers + 6
 
 
+async def leave_open_intent(tmp_path: Path, manifest: Path, **intent: Any) -> None:
+    """A journal of ``manifest`` as a killed run leaves it: one intent, no outcome."""
+    journal = Journal.create(
+        tmp_path / "reports" / JOURNAL_NAME,
+        manifest=str(manifest),
+        manifest_sha256=Manifest(manifest).validate().sha256,
+        default_account=ACCOUNT,
+    )
+    journal.intent_later(account_id=ACCOUNT, **intent)
+    await journal.sync()
+    await journal.close()
+
+
 async def test_resumed_create_still_sets_trusted_workers(
     tmp_path: Path, server: SandboxServer, make_runner: RunnerFactory
 ) -> None:
     """A create an earlier (killed) run made is reported created and its
     trusted_workers still set, not left for the next run."""
     manifest = write(tmp_path / "m.csv", "namespace,trusted_workers\nct-1,true\n")
-    validation = Manifest(manifest).validate()
-    journal = Journal.create(
-        tmp_path / "reports" / JOURNAL_NAME,
-        manifest=str(manifest),
-        manifest_sha256=validation.sha256,
-        default_account=ACCOUNT,
+    await leave_open_intent(
+        tmp_path, manifest, op="create", key="line:2", namespace="ct-1", line=2
     )
-    journal.intent_later(
-        op="create", key="line:2", account_id=ACCOUNT, namespace="ct-1", line=2
-    )
-    await journal.sync()
-    await journal.close()
     made = server.store.create(ACCOUNT, "ct-1", "earlier-run")
 
     result = await make_runner(manifest).run()
@@ -552,18 +556,9 @@ async def test_resumed_update_whose_outcome_was_lost_is_reported_updated(
     """An update an earlier run made before dying is reported updated, not
     existing, with no call sent for it."""
     manifest = write(tmp_path / "m.csv", "namespace,trusted_workers\nup-1,true\n")
-    validation = Manifest(manifest).validate()
-    journal = Journal.create(
-        tmp_path / "reports" / JOURNAL_NAME,
-        manifest=str(manifest),
-        manifest_sha256=validation.sha256,
-        default_account=ACCOUNT,
+    await leave_open_intent(
+        tmp_path, manifest, op="update", key="line:2", namespace="up-1", line=2
     )
-    journal.intent_later(
-        op="update", key="line:2", account_id=ACCOUNT, namespace="up-1", line=2
-    )
-    await journal.sync()
-    await journal.close()
     server.store.create(ACCOUNT, "up-1", "earlier-run")
     server.store.update(ACCOUNT, "up-1", "earlier-run", trusted_workers=True)
     before = server.stats()["requests_total"]
@@ -619,22 +614,15 @@ async def test_a_delete_left_by_another_manifest_is_logged_not_reported(
     """A delete a set-aside journal left open is logged as confirmed but not
     put in the new manifest's report, which holds its own rows only."""
     old = write(tmp_path / "old.csv", "namespace\nold-1\n")
-    journal = Journal.create(
-        tmp_path / "reports" / JOURNAL_NAME,
-        manifest=str(old),
-        manifest_sha256=Manifest(old).validate().sha256,
-        default_account=ACCOUNT,
-    )
-    journal.intent_later(
+    await leave_open_intent(
+        tmp_path,
+        old,
         op="delete",
         key=f"unmanaged:{ACCOUNT}:gone",
-        account_id=ACCOUNT,
         namespace="gone",
         line=None,
         namespace_id="id-of-gone",
     )
-    await journal.sync()
-    await journal.close()
     new = write(tmp_path / "new.csv", "namespace\nnew-1\n")
 
     with capture_logs() as events:
