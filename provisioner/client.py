@@ -9,7 +9,6 @@ business (``provisioner.retry``): the client never sends anything twice.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import orjson
 import structlog
 from yarl import URL
 
@@ -295,7 +295,7 @@ class ApiClient:
 def _envelope(raw: bytes) -> dict[str, Any] | None:
     """The JSON envelope, or None for anything else (HTML, cut-off, empty)."""
     try:
-        decoded = json.loads(raw)
+        decoded = orjson.loads(raw)
     except ValueError:
         return None
     if not isinstance(decoded, dict) or "success" not in decoded:

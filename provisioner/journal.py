@@ -26,7 +26,6 @@ for namespaces outside the manifest. The last outcome of a key wins.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 import uuid
@@ -37,16 +36,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
 import structlog
 
 log = structlog.get_logger("provisioner.journal")
 
 JOURNAL_NAME = "journal.jsonl"
 FORMAT_VERSION = 1
-
-# One compact encoder for every record (json.dumps with options builds one a call).
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-
 
 def utc_now() -> str:
     """The current time as RFC 3339 UTC with milliseconds."""
@@ -150,7 +146,7 @@ class Journal:
 
     def append(self, record: dict[str, Any]) -> None:
         """Queue a record without waiting for the disk."""
-        line = _ENCODER.encode(record).encode() + b"\n"
+        line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
         self._pending.append(line)
         kind = record.get("type")
         if kind != "run":
@@ -320,7 +316,7 @@ def iter_records(
             if not raw.endswith(b"\n"):
                 break  # the writer died mid-line; that record never happened
             try:
-                record = json.loads(raw)
+                record = orjson.loads(raw)
             except ValueError:
                 continue
             if isinstance(record, dict):
@@ -330,7 +326,7 @@ def iter_records(
 def read_record_at(handle: IO[bytes], offset: int) -> dict[str, Any]:
     """The record starting at ``offset`` of an open journal."""
     handle.seek(offset)
-    record = json.loads(handle.readline())
+    record = orjson.loads(handle.readline())
     if not isinstance(record, dict):
         raise ValueError(f"journal record at byte {offset} is not an object")
     return record

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterable, MutableMapping
 from typing import IO, Any, TextIO, cast
 
+import orjson
 import structlog
 
 _LEVELS = {
@@ -53,6 +54,11 @@ class SecretMasker:
         return event
 
 
+def _dumps(event: Any, default: Any = None) -> str:
+    """One event as a JSON line (orjson: a few times faster than json)."""
+    return orjson.dumps(event, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def use_json(log_format: str, stream: IO[str]) -> bool:
     """JSON unless asked for console output, or auto on a terminal."""
     if log_format == "json":
@@ -73,7 +79,7 @@ def configure_logging(
     out = stream if stream is not None else sys.stderr
     as_json = use_json(log_format, out)
     renderer: Any = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_dumps)
         if as_json
         else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )

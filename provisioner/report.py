@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 from provisioner.journal import JournalState, read_record_at
 from provisioner.models import Outcome
 
@@ -157,7 +159,7 @@ class _JsonRows:
 
     def add(self, row: dict[str, Any]) -> None:
         self._handle.write(self._separator)
-        self._handle.write(json.dumps(row, ensure_ascii=False))
+        self._handle.write(orjson.dumps(row).decode())
         self._separator = ",\n"
 
     def close(self) -> None:
