@@ -44,6 +44,7 @@ log = structlog.get_logger("provisioner.journal")
 JOURNAL_NAME = "journal.jsonl"
 FORMAT_VERSION = 1
 
+
 def utc_now() -> str:
     """The current time as RFC 3339 UTC with milliseconds."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -79,10 +79,7 @@ def accounts_of(
     for row in rows:
         account = row.account_id or default
         if account is None:
-            raise SettingsError(
-                f"{source}:{row.line}: the row has no account_id and no default "
-                "account is set; set CLOUDFLARE_ACCOUNT_ID."
-            )
+            raise SettingsError(_no_account_message(source, row.line))
         names = wanted.setdefault(account, set())
         names.add(row.namespace)
         if row.previous_name:
@@ -90,6 +87,36 @@ def accounts_of(
     if not wanted and default is not None:
         wanted[default] = set()
     return wanted
+
+
+def wanted_accounts(
+    manifest: Manifest, validation: Validation, default: str | None
+) -> dict[str, set[str]]:
+    """``accounts_of`` the manifest's valid rows, from what validation
+    counted when it could (no second reading of the file), else from a pass."""
+    source = str(manifest.path)
+    counted = validation.names_by_account
+    if counted is None:
+        return accounts_of(manifest.rows(), default, source=source)
+
+    first_without = validation.first_line_without_account
+    if default is None and first_without is not None:
+        raise SettingsError(_no_account_message(source, first_without))
+    wanted: dict[str, set[str]] = {}
+    for account, names in counted.items():
+        key = account or default
+        assert key is not None
+        wanted.setdefault(key, set()).update(names)
+    if not wanted and default is not None:
+        wanted[default] = set()
+    return wanted
+
+
+def _no_account_message(source: str, line: int) -> str:
+    return (
+        f"{source}:{line}: the row has no account_id and no default "
+        "account is set; set CLOUDFLARE_ACCOUNT_ID."
+    )
 
 
 @dataclass
@@ -229,7 +256,7 @@ async def build_plan(
     force_prune: bool = False,
 ) -> Plan:
     """Decide every row against one LIST per account (and deletions, if pruning)."""
-    wanted = accounts_of(manifest.rows(), default_account, source=str(manifest.path))
+    wanted = wanted_accounts(manifest, validation, default_account)
     views = await list_accounts(client, policy, wanted)
 
     decisions = []

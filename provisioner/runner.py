@@ -52,7 +52,7 @@ from provisioner.journal import (
 from provisioner.lock import account_locks
 from provisioner.manifest import Manifest, Validation
 from provisioner.models import ManifestRow, Namespace, Outcome
-from provisioner.plan import AccountView, accounts_of, list_accounts
+from provisioner.plan import AccountView, list_accounts, wanted_accounts
 from provisioner.prune import DEFAULT_THRESHOLD, Deletion, PrunePlan, plan_prune
 from provisioner.reconcile import Action, Decision, decide, unmanaged
 from provisioner.records import (
@@ -294,9 +294,7 @@ class Runner:
 
     def _accounts_in_manifest(self) -> dict[str, set[str]]:
         """Account -> names the manifest keeps there; every row has an account."""
-        return accounts_of(
-            self.manifest.rows(), self.default_account, source=str(self.manifest.path)
-        )
+        return wanted_accounts(self.manifest, self.validation, self.default_account)
 
     def _account_of(self, row: ManifestRow) -> str:
         account = row.account_id or self.default_account

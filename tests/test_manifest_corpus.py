@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 import yaml
 
-from provisioner.errors import ManifestError, Problem
+from provisioner.errors import ManifestError, Problem, SettingsError
 from provisioner.manifest import Manifest, ManifestLimits, Validation
 from provisioner.models import ManifestRow
 from provisioner.names import NamePolicy
+from provisioner.plan import accounts_of, wanted_accounts
 
 CORPUS = Path(__file__).parent / "manifests"
 CASES: list[dict[str, Any]] = yaml.safe_load((CORPUS / "cases.yaml").read_text())
@@ -93,3 +94,28 @@ def test_case(case: dict[str, Any]) -> None:
     for problem in problems:
         assert problem.file == str(path)
         assert problem.message.endswith(".")
+
+
+@pytest.mark.parametrize("default", [None, "f" * 32])
+@pytest.mark.parametrize("case", CASES, ids=[case["file"] for case in CASES])
+def test_counted_accounts_match_a_pass_over_the_rows(
+    case: dict[str, Any], default: str | None
+) -> None:
+    """What validation counts per account equals a pass over the valid rows,
+    with or without a default account, refusals included."""
+    refusal, validation, rows = _read(case)
+    if refusal is not None:
+        return
+    assert validation is not None
+    manifest = _open(case)
+    manifest.validate()
+
+    def outcome(compute: Any) -> Any:
+        try:
+            return compute()
+        except SettingsError as exc:
+            return str(exc)
+
+    counted = outcome(lambda: wanted_accounts(manifest, validation, default))
+    streamed = outcome(lambda: accounts_of(rows, default, source=str(manifest.path)))
+    assert counted == streamed

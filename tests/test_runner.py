@@ -429,6 +429,29 @@ async def test_a_complete_run_does_not_read_the_manifest_again_to_close(
     ]
 
 
+async def test_apply_reads_the_manifest_once_after_validating_it(
+    tmp_path: Path, make_runner: RunnerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run streams the validated manifest once: the accounts to list come from
+    what validation counted, not from a pass of their own."""
+    manifest = write(tmp_path / "m.csv", "namespace\na\nb\n")
+    runner = make_runner(manifest)
+    passes = []
+    real_rows = Manifest.rows
+
+    def counting_rows(self: Manifest) -> Any:
+        passes.append(self.path)
+        return real_rows(self)
+
+    monkeypatch.setattr(Manifest, "rows", counting_rows)
+
+    result = await runner.run()
+
+    assert result.exit_code == 0
+    assert passes == [manifest]
+    assert runner._wanted == {ACCOUNT: {"a", "b"}}
+
+
 async def test_rows_cut_off_by_the_grace_period_are_all_reported(
     tmp_path: Path, make_sandbox: MakeSandbox
 ) -> None:

@@ -67,6 +67,15 @@ class Validation:
     # The values as written of rows found invalid on their own (for the
     # report's `invalid` rows); capped, so a file of bad rows stays cheap.
     invalid_values: dict[int, dict[str, str]] = field(default_factory=dict)
+    # Account as written ("" for none) -> the names its valid rows keep there
+    # (previous names included), so a run needs no pass of its own to learn
+    # what to list; None when a check across rows invalidated a row after
+    # its names were counted. Left out of ``to_dict``.
+    names_by_account: dict[str, set[str]] | None = field(
+        default_factory=dict, repr=False
+    )
+    # The first valid row that names no account, if any.
+    first_line_without_account: int | None = None
 
     @property
     def errors(self) -> list[Problem]:
@@ -87,6 +96,7 @@ class Validation:
         """A JSON-ready form (sets become sorted lists)."""
         out = asdict(self)
         out["invalid_lines"] = sorted(self.invalid_lines)
+        del out["names_by_account"], out["first_line_without_account"]
 
         return out
 

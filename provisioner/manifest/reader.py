@@ -61,6 +61,9 @@ class _Collector:
         self.row_problems: list[tuple[int, Problem]] = []
         self.tracker = DuplicateTracker(file)
         self.columns: dict[str, None] = {"namespace": None}
+        # Rows refused on their own values: any other invalid row was refused
+        # by a check across rows, after its names went into names_by_account.
+        self.refused_lines: set[int] = set()
 
     def add(self, item: ScanItem) -> None:
         if isinstance(item, Entry):
@@ -91,10 +94,28 @@ class _Collector:
             erroneous = any(p.severity == "error" for p in entry.problems)
             if erroneous and entry.values is not None and len(invalid) < _KEPT_VALUES:
                 invalid[entry.line] = dict(entry.values.text)
+        row = entry.row
+        if row is None:
+            self.refused_lines.add(entry.line)
+        else:
+            self._count_names(row)
         if entry.values is not None:
             self.tracker.add(entry.line, entry.values)
             if not self.columns.keys() >= entry.values.text.keys():
                 self.columns.update(dict.fromkeys(entry.values.text))
+
+    def _count_names(self, row: ManifestRow) -> None:
+        validation = self.validation
+        assert validation.names_by_account is not None
+        account = row.account_id or ""
+        if not account and validation.first_line_without_account is None:
+            validation.first_line_without_account = row.line
+        names = validation.names_by_account.get(account)
+        if names is None:
+            names = validation.names_by_account[account] = set()
+        names.add(row.namespace)
+        if row.previous_name:
+            names.add(row.previous_name)
 
     def problems(self) -> list[Problem]:
         """Every problem so far, in line order."""
@@ -137,6 +158,9 @@ class _Collector:
             if problem.severity == "error":
                 validation.invalid_lines.add(line)
         self._repeats_of_invalid(duplicate_of)
+        if not validation.invalid_lines <= self.refused_lines:
+            validation.names_by_account = None
+            validation.first_line_without_account = None
         for problems in validation.row_problems.values():
             problems.sort(key=_line_key)
 
