@@ -133,6 +133,8 @@ class Runner:
         self._stop = asyncio.Event()
         self._fatal: CredentialsRefusedError | None = None
         self._interrupted = False
+        # Why the producer stopped early (the manifest changed under the run).
+        self._producer_error: Exception | None = None
         self._accounts: dict[str, AccountView] = {}
         self._done: set[str] = set()
         self._uncertain: dict[str, str] = {}  # key -> op of its open intent
@@ -204,6 +206,10 @@ class Runner:
             if self._carried is not None:
                 self._log_carried_deletions(self._carried)
             await self._work(journal)
+            if self._producer_error is not None:
+                # The rows cannot be read again to close the run: the journal
+                # keeps what was done, and a rerun finishes the job.
+                raise self._producer_error
             await self._close_rows(journal)
             return await self._finish(journal, started_at, started_s)
         finally:
@@ -474,7 +480,14 @@ class Runner:
         journal: Journal,
         workers: list[asyncio.Task[None]],
     ) -> None:
-        await self._produce(queue, journal)
+        try:
+            await self._produce(queue, journal)
+        except Exception as exc:
+            # Rows already handed out finish or are reported by the workers;
+            # nothing more is sent.
+            self._producer_error = exc
+            self._stop.set()
+            self._log.error("run_stopped", reason=str(exc))
         for _ in workers:
             await queue.put(_STOP)
 

@@ -16,7 +16,7 @@ from sandbox_fixtures import ACCOUNT, TOKEN_HEADERS, MakeSandbox
 from structlog.testing import capture_logs
 
 from provisioner.client import ApiClient
-from provisioner.errors import LockHeldError, PermanentError
+from provisioner.errors import LockHeldError, ManifestError, PermanentError
 from provisioner.journal import JOURNAL_NAME, Journal, read_state
 from provisioner.lock import account_locks
 from provisioner.logs import configure_logging
@@ -450,6 +450,22 @@ async def test_apply_reads_the_manifest_once_after_validating_it(
     assert result.exit_code == 0
     assert passes == [manifest]
     assert runner._wanted == {ACCOUNT: {"a", "b"}}
+
+
+async def test_manifest_changed_after_validation_stops_the_run_with_exit_4(
+    tmp_path: Path, make_runner: RunnerFactory, server: SandboxServer
+) -> None:
+    """A manifest edited between validation and the run ends the run with the
+    manifest's error (exit 4) instead of hanging, and sends no create."""
+    manifest = write(tmp_path / "m.csv", "namespace\na\nb\n")
+    runner = make_runner(manifest)
+    manifest.write_text("namespace\na\nb\nc\n")
+
+    with pytest.raises(ManifestError, match="changed after it was validated") as err:
+        await asyncio.wait_for(runner.run(), timeout=30)
+
+    assert err.value.exit_code == 4
+    assert server.stats()["creates_committed"] == 0
 
 
 async def test_rows_cut_off_by_the_grace_period_are_all_reported(
