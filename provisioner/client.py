@@ -9,6 +9,7 @@ business (``provisioner.retry``): the client never sends anything twice.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -76,6 +77,8 @@ class ApiClient:
         self._concurrency = concurrency
         self._session: aiohttp.ClientSession | None = None
         self._halted = False
+        self._collections: dict[str, URL] = {}
+        self._debug = False
         self._log: Any = log
         self.stats = ClientStats()
 
@@ -105,6 +108,7 @@ class ApiClient:
         )
         # Bound once: the module's logger resolves the configuration per event.
         self._log = log.bind()
+        self._debug = self._log.is_enabled_for(logging.DEBUG)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -162,8 +166,11 @@ class ApiClient:
     # -- one request --------------------------------------------------------
 
     def _collection(self, account_id: str) -> URL:
-        path = f"accounts/{quote(account_id, safe='')}/workers/dispatch/namespaces"
-        return self._base / path
+        url = self._collections.get(account_id)
+        if url is None:
+            path = f"accounts/{quote(account_id, safe='')}/workers/dispatch/namespaces"
+            url = self._collections[account_id] = self._base / path
+        return url
 
     def _item(self, account_id: str, name: str) -> URL:
         if not url_safe(name):
@@ -206,13 +213,14 @@ class ApiClient:
             self._pacer.release(ticket, learned)
 
         self.stats.by_status[f"{method} {status}"] += 1
-        self._log.debug(
-            "api_answered",
-            method=method,
-            path=where["path"],
-            status=status,
-            elapsed_ms=round((time.monotonic() - sent_at) * 1000, 1),
-        )
+        if self._debug:
+            self._log.debug(
+                "api_answered",
+                method=method,
+                path=where["path"],
+                status=status,
+                elapsed_ms=round((time.monotonic() - sent_at) * 1000, 1),
+            )
         result = self._interpret(status, raw, headers, where)
         self.stats.succeeded += 1
         return result

@@ -39,6 +39,8 @@ from typing import IO, Any
 import orjson
 import structlog
 
+from provisioner.timestamps import utc_now_ms
+
 log = structlog.get_logger("provisioner.journal")
 
 JOURNAL_NAME = "journal.jsonl"
@@ -47,7 +49,7 @@ FORMAT_VERSION = 1
 
 def utc_now() -> str:
     """The current time as RFC 3339 UTC with milliseconds."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_now_ms()
 
 
 @dataclass

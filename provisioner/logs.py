@@ -16,6 +16,8 @@ from typing import IO, Any, TextIO, cast
 import orjson
 import structlog
 
+from provisioner.timestamps import utc_now_us
+
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -44,14 +46,28 @@ class SecretMasker:
     def __call__(
         self, logger: Any, method: str, event: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
-        if not self._secrets:
+        secrets = self._secrets
+        if not secrets:
             return event
         for key, value in event.items():
-            if isinstance(value, str):
-                event[key] = self.mask(value)
-            elif not isinstance(value, int | float | bool | type(None)):
-                event[key] = self.mask(str(value))
+            if type(value) is not str:
+                if isinstance(value, int | float | bool | type(None)):
+                    continue
+                value = str(value)
+                event[key] = value
+            for secret in secrets:
+                if secret in value:
+                    event[key] = self.mask(value)
+                    break
         return event
+
+
+def add_timestamp(
+    logger: Any, method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """``timestamp``: now in UTC, RFC 3339 to the microsecond."""
+    event["timestamp"] = utc_now_us()
+    return event
 
 
 def _dumps(event: Any, default: Any = None) -> str:
@@ -87,7 +103,7 @@ def configure_logging(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            add_timestamp,
             structlog.processors.format_exc_info,
             SecretMasker(secrets),
             renderer,

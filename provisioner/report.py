@@ -37,7 +37,7 @@ REPORT_FIELDS = (
 )
 
 # A spreadsheet runs a cell starting with one of these as a formula.
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_FIRST = frozenset("=+-@\t\r")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +50,7 @@ class ReportPaths:
 
 def neutralise_cell(value: str) -> str:
     """Make a CSV cell inert in spreadsheets (a leading quote), else unchanged."""
-    if value.startswith(_FORMULA_PREFIXES):
-        return "'" + value
-    return value
+    return "'" + value if value[:1] in _FORMULA_FIRST else value
 
 
 def report_row(record: dict[str, Any]) -> dict[str, Any]:
@@ -142,9 +140,15 @@ class _CsvRows:
         self._writer.writerow(self._fields)
 
     def add(self, row: dict[str, Any]) -> None:
-        self._writer.writerow(
-            [neutralise_cell(_cell(row.get(k))) for k in self._fields]
-        )
+        cells = []
+        for name in self._fields:
+            value = row.get(name)
+            if value is None:
+                cells.append("")
+                continue
+            text = value if type(value) is str else _cell(value)
+            cells.append(neutralise_cell(text))
+        self._writer.writerow(cells)
 
 
 class _JsonRows:
