@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -38,6 +39,7 @@ log = structlog.get_logger("provisioner.client")
 
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _USER_AGENT = "provisioner (+dispatch namespace reconciliation)"
+_NO_HEADERS: Mapping[str, str] = {}
 
 
 @dataclass(slots=True)
@@ -189,7 +191,8 @@ class ApiClient:
         if self._halted:
             raise RunInterruptedError("the run is stopping; call not sent")
         ticket = await self._pacer.acquire()
-        headers: dict[str, str] = {}
+        # Case-insensitive: servers spell header names as they please.
+        headers: Mapping[str, str] = _NO_HEADERS
         status = 0
         if self._halted:
             self._pacer.release(ticket)
@@ -199,7 +202,7 @@ class ApiClient:
             self.stats.requests_sent += 1
             async with self._session.request(method, url, json=body) as response:
                 status = response.status
-                headers = dict(response.headers)
+                headers = response.headers
                 raw = await response.read()
         except aiohttp.ConnectionTimeoutError as exc:
             raise self._transport(exc, where, committed=False) from None
@@ -238,7 +241,11 @@ class ApiClient:
         )
 
     def _interpret(
-        self, status: int, raw: bytes, headers: dict[str, str], where: dict[str, str]
+        self,
+        status: int,
+        raw: bytes,
+        headers: Mapping[str, str],
+        where: dict[str, str],
     ) -> Any:
         envelope = _envelope(raw)
         code, message = _first_error(envelope)

@@ -318,3 +318,29 @@ async def test_create_answered_with_another_name_is_not_taken(
 
         with pytest.raises(ServerError, match="other"):
             await client.create_namespace(ACCOUNT, "acme")
+
+
+async def test_rate_limit_headers_are_read_whatever_their_case(
+    client: ApiClient,
+) -> None:
+    """Header names are case-insensitive: lowercase ``ratelimit-policy`` and
+    ``retry-after`` (as HTTP/2 and many proxies send them) are understood."""
+    with aioresponses() as mocked:
+        mocked.post(
+            COLLECTION,
+            payload=ok(NAMESPACE),
+            headers={"ratelimit-policy": '"default";q=4;w=60'},
+        )
+        mocked.post(
+            COLLECTION,
+            status=429,
+            payload=failure(971, "slow down"),
+            headers={"retry-after": "7"},
+        )
+
+        await client.create_namespace(ACCOUNT, "acme")
+        with pytest.raises(RateLimitedError) as limited:
+            await client.create_namespace(ACCOUNT, "acme")
+
+    assert client.pacer._server_quota == 4
+    assert limited.value.retry_after_s == 7.0
