@@ -79,7 +79,7 @@ def test_rows_streams_a_large_file_in_little_memory(big_csv: Path) -> None:
 def test_rows_is_a_lazy_generator(tmp_path: Path) -> None:
     """rows() returns a generator that reads only as far as it is consumed."""
     path = _write(tmp_path / "m.csv", "namespace\nacme\nbeta\n")
-    manifest = Manifest(path)
+    manifest = Manifest(path, rows_in_memory=0)
     manifest.validate()
 
     rows = manifest.rows()
@@ -148,9 +148,9 @@ def test_row_problems_of_yaml_carry_the_row_line(tmp_path: Path) -> None:
 
 
 def test_rows_validates_first_and_can_be_read_twice(tmp_path: Path) -> None:
-    """rows() validates when needed and reopens the file on every call."""
+    """rows() validates when needed and, streaming, reopens the file per call."""
     path = _write(tmp_path / "m.yaml", '- namespace: "acme"\n- namespace: "b"\n')
-    manifest = Manifest(path)
+    manifest = Manifest(path, rows_in_memory=0)
 
     first = list(manifest.rows())
     second = list(manifest.rows())
@@ -163,7 +163,7 @@ def test_rows_validates_first_and_can_be_read_twice(tmp_path: Path) -> None:
 def test_rows_refuses_a_file_changed_since_validation(tmp_path: Path) -> None:
     """A manifest edited after validate() is refused by rows(), not half-used."""
     path = _write(tmp_path / "m.csv", "namespace\nacme\n")
-    manifest = Manifest(path)
+    manifest = Manifest(path, rows_in_memory=0)
     manifest.validate()
     _write(path, "namespace\nacme\nbad/name\n")
 
@@ -174,13 +174,38 @@ def test_rows_refuses_a_file_changed_since_validation(tmp_path: Path) -> None:
 def test_rows_notices_a_change_that_keeps_size_and_time(tmp_path: Path) -> None:
     """An edit that keeps the size and mtime is caught by the digest at the end."""
     path = _write(tmp_path / "m.csv", "namespace\nacme\n")
-    manifest = Manifest(path)
+    manifest = Manifest(path, rows_in_memory=0)
     manifest.validate()
     stat = path.stat()
     _write(path, "namespace\nacmf\n")
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
     with pytest.raises(ManifestError, match="changed after it was validated"):
+        list(manifest.rows())
+
+
+def test_a_small_manifest_is_served_from_what_was_validated(tmp_path: Path) -> None:
+    """Up to rows_in_memory rows, rows() gives exactly the validated rows (no
+    invalid ones) without reading the file again, even once it is gone."""
+    path = _write(tmp_path / "m.csv", "namespace\nacme\nbad/name\nbeta\nacme\n")
+    manifest = Manifest(path, rows_in_memory=4)
+    validation = manifest.validate()
+    path.unlink()
+
+    rows = [(r.line, r.namespace) for r in manifest.rows()]
+
+    assert validation.invalid_lines == {3}
+    assert rows == [(2, "acme"), (4, "beta"), (5, "acme")]
+
+
+def test_a_manifest_over_rows_in_memory_is_read_again(tmp_path: Path) -> None:
+    """One row more than rows_in_memory and rows() reads the file again."""
+    path = _write(tmp_path / "m.csv", "namespace\nacme\nbeta\n")
+    manifest = Manifest(path, rows_in_memory=1)
+    manifest.validate()
+    path.unlink()
+
+    with pytest.raises(ManifestError, match="cannot be read"):
         list(manifest.rows())
 
 

@@ -21,6 +21,7 @@ from provisioner.journal import JOURNAL_NAME, Journal, read_state
 from provisioner.lock import account_locks
 from provisioner.logs import configure_logging
 from provisioner.manifest import Manifest
+from provisioner.manifest.reader import ROWS_KEPT_IN_MEMORY
 from provisioner.pacing import Pacer
 from provisioner.retry import RetryPolicy
 from provisioner.runner import INTENT_BATCH_PER_WORKER, Runner, RunOptions
@@ -49,10 +50,14 @@ async def client(server: SandboxServer) -> AsyncIterator[ApiClient]:
 
 
 def build_runner(
-    manifest: Path, client: ApiClient, tmp_path: Path, **options: Any
+    manifest: Path,
+    client: ApiClient,
+    tmp_path: Path,
+    rows_in_memory: int = ROWS_KEPT_IN_MEMORY,
+    **options: Any,
 ) -> Runner:
     """A runner of four workers reporting under ``tmp_path / "reports"``."""
-    the_manifest = Manifest(manifest)
+    the_manifest = Manifest(manifest, rows_in_memory=rows_in_memory)
     options.setdefault("lock_dir", tmp_path)
     return Runner(
         manifest=the_manifest,
@@ -68,8 +73,10 @@ def build_runner(
 
 @pytest.fixture
 def make_runner(client: ApiClient, tmp_path: Path) -> RunnerFactory:
-    def make(manifest: Path, **options: Any) -> Runner:
-        return build_runner(manifest, client, tmp_path, **options)
+    def make(
+        manifest: Path, rows_in_memory: int = ROWS_KEPT_IN_MEMORY, **options: Any
+    ) -> Runner:
+        return build_runner(manifest, client, tmp_path, rows_in_memory, **options)
 
     return make
 
@@ -455,10 +462,10 @@ async def test_apply_reads_the_manifest_once_after_validating_it(
 async def test_manifest_changed_after_validation_stops_the_run_with_exit_4(
     tmp_path: Path, make_runner: RunnerFactory, server: SandboxServer
 ) -> None:
-    """A manifest edited between validation and the run ends the run with the
-    manifest's error (exit 4) instead of hanging, and sends no create."""
+    """A streamed manifest edited between validation and the run ends the run
+    with the manifest's error (exit 4) instead of hanging, and sends no create."""
     manifest = write(tmp_path / "m.csv", "namespace\na\nb\n")
-    runner = make_runner(manifest)
+    runner = make_runner(manifest, rows_in_memory=0)
     manifest.write_text("namespace\na\nb\nc\n")
 
     with pytest.raises(ManifestError, match="changed after it was validated") as err:

@@ -183,12 +183,21 @@ class _Collector:
         return validation
 
 
+# Manifests of up to this many rows keep their validated rows in memory (a
+# few hundred bytes each) and are read once; larger ones are streamed again.
+ROWS_KEPT_IN_MEMORY = 10_000
+
+
 class Manifest:
     """A manifest file: ``validate()`` once, then ``rows()`` as often as needed.
 
     The format comes from the extension: ``.csv``, ``.tsv`` or ``.txt`` for CSV
     (delimiter sniffed from the header unless given), ``.yaml`` or ``.yml`` for
     YAML. Any other extension raises ManifestError at once.
+
+    Up to ``rows_in_memory`` validated rows are kept, and ``rows()`` serves
+    them without reading the file again: exactly what was validated, whatever
+    happens to the file afterwards. A larger manifest is read again per call.
     """
 
     def __init__(
@@ -198,8 +207,11 @@ class Manifest:
         policy: NamePolicy = DEFAULT_POLICY,
         limits: ManifestLimits = DEFAULT_LIMITS,
         delimiter: str | None = None,
+        rows_in_memory: int = ROWS_KEPT_IN_MEMORY,
     ) -> None:
         self.path = Path(path)
+        self.rows_in_memory = rows_in_memory
+        self._kept: list[ManifestRow] | None = None
         self.file = str(path)
         self.policy = policy
         self.limits = limits
@@ -301,10 +313,20 @@ class Manifest:
         """
         ctx = self._context()
         collector = _Collector(self.file, self.limits)
+        kept: list[ManifestRow] | None = [] if self.rows_in_memory > 0 else None
 
         try:
             for item in self._scan(ctx):
                 collector.add(item)
+                if (
+                    kept is not None
+                    and isinstance(item, Entry)
+                    and item.row is not None
+                ):
+                    if len(kept) < self.rows_in_memory:
+                        kept.append(item.row)
+                    else:
+                        kept = None
         except Refused as exc:
             problems = collector.problems() + exc.problems
             raise _refusal(problems, exc.problems[0]) from None
@@ -315,17 +337,24 @@ class Manifest:
             raise _refusal(validation.problems, fatal)
         self._validation = validation
         self._stamp = ctx.stamp
+        self._kept = kept
         return validation
 
     def rows(self) -> Iterator[ManifestRow]:
-        """Stream the rows without errors, reading the file again on each call.
+        """The rows without errors: those kept by validation, or else the
+        file read again on each call.
 
         Exact repeats are included (``Validation.duplicate_of`` says which);
         rows in ``Validation.invalid_lines`` are not. Validates first if that
-        has not been done. Raises ManifestError if the file has changed since
-        it was validated.
+        has not been done. Raises ManifestError if a file read again has
+        changed since it was validated.
         """
         validation = self._validation or self.validate()
+        if self._kept is not None:
+            invalid = validation.invalid_lines
+            yield from (row for row in self._kept if row.line not in invalid)
+            return
+
         ctx = self._context()
 
         try:
