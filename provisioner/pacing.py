@@ -122,6 +122,12 @@ class Pacer:
 
         Raises RunInterruptedError once ``abort`` was called, also while waiting.
         """
+        if not self._lock.locked() and not self._aborted.is_set():
+            # Nobody is waiting (a waiter holds the lock): a free slot is
+            # taken at once, without the lock's round trip.
+            now = self._clock()
+            if self._delay_s(now) == 0.0:
+                return self._admit(now)
         async with self._lock:
             while True:
                 if self._aborted.is_set():
