@@ -459,7 +459,15 @@ class Runner:
         tasks = [producer, *workers]
         watchdog = asyncio.create_task(self._cancel_after_grace(tasks))
         try:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            crashed = [t for t in done if not t.cancelled() and t.exception()]
+            if crashed:
+                # A bug, not a row's failure: stop at once (the finally below
+                # cancels the rest) rather than leave the others waiting on
+                # the crashed task forever. A rerun resumes from the journal.
+                error = crashed[0].exception()
+                assert error is not None
+                raise error
         finally:
             watchdog.cancel()
             for task in tasks:

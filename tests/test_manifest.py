@@ -209,6 +209,22 @@ def test_a_manifest_over_rows_in_memory_is_read_again(tmp_path: Path) -> None:
         list(manifest.rows())
 
 
+def test_a_lone_surrogate_escape_in_yaml_is_refused(tmp_path: Path) -> None:
+    """A YAML escape of half a UTF-16 pair is an error naming the field, since
+    no UTF-8 journal, log or report can hold it."""
+    path = _write(
+        tmp_path / "m.yaml",
+        '- namespace: "acme"\n  note: "x \\ud800"\n- namespace: "beta"\n',
+    )
+    manifest = Manifest(path)
+    validation = manifest.validate()
+
+    (problem,) = validation.errors
+    assert (problem.line, problem.field, problem.code) == (1, "note", "not-text")
+    assert "\\ud800" in problem.message
+    assert [r.namespace for r in manifest.rows()] == ["beta"]
+
+
 def test_whole_file_problems_come_with_row_problems_found_so_far(
     tmp_path: Path,
 ) -> None:

@@ -475,6 +475,30 @@ async def test_manifest_changed_after_validation_stops_the_run_with_exit_4(
     assert server.stats()["creates_committed"] == 0
 
 
+async def test_a_crashing_worker_ends_the_run_instead_of_hanging_it(
+    tmp_path: Path, make_runner: RunnerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected error in a worker (a bug) ends the run with that error at
+    once; the producer and the other workers do not wait on it forever."""
+    rows = 200
+    manifest = write(
+        tmp_path / "m.csv",
+        "namespace\n" + "".join(f"tenant-{i:03d}\n" for i in range(rows)),
+    )
+    runner = make_runner(manifest)
+    real_carry_out = runner._carry_out
+
+    async def crash_on_one(decision: Any, journal: Journal) -> dict[str, Any]:
+        if decision.row.namespace == "tenant-005":
+            raise RuntimeError("a bug")
+        return await real_carry_out(decision, journal)
+
+    monkeypatch.setattr(runner, "_carry_out", crash_on_one)
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        await asyncio.wait_for(runner.run(), timeout=30)
+
+
 async def test_rows_cut_off_by_the_grace_period_are_all_reported(
     tmp_path: Path, make_sandbox: MakeSandbox
 ) -> None:

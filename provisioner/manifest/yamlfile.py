@@ -68,6 +68,9 @@ _YAML12_CORE = (
 )
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def plain_meaning(value: str, yaml11_tag: str) -> str | None:
     """How YAML 1.1 or 1.2 reads an unquoted scalar that is not a string.
 
@@ -322,6 +325,17 @@ class _EntryReader:
                 problems.append(
                     self.ctx.problem(key_line, name, message, "not-a-value")
                 )
+                continue
+            surrogate = _SURROGATE.search(value.value)
+            if surrogate is not None:
+                # Only an escape such as "\ud800" makes one; no UTF-8 file,
+                # journal or report can hold it.
+                message = (
+                    f"{name} holds the escape \\u{ord(surrogate.group()):04x}, half "
+                    "of a UTF-16 pair and not a character; write the character "
+                    "itself or remove the escape."
+                )
+                problems.append(self.ctx.problem(key_line, name, message, "not-text"))
                 continue
             texts[name] = value.value
             lines[name] = key_line
