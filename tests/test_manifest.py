@@ -19,7 +19,13 @@ from hypothesis import strategies as st
 from yaml.nodes import ScalarNode
 
 from provisioner.errors import ManifestError, Problem
-from provisioner.manifest import Manifest, ManifestLimits, Validation, write_manifest
+from provisioner.manifest import (
+    Manifest,
+    ManifestLimits,
+    Validation,
+    reader,
+    write_manifest,
+)
 from provisioner.manifest.writer import yaml_quoted
 from provisioner.manifest.yamlfile import plain_meaning
 from provisioner.models import ManifestRow
@@ -223,6 +229,46 @@ def test_a_lone_surrogate_escape_in_yaml_is_refused(tmp_path: Path) -> None:
     assert (problem.line, problem.field, problem.code) == (1, "note", "not-text")
     assert "\\ud800" in problem.message
     assert [r.namespace for r in manifest.rows()] == ["beta"]
+
+
+def test_a_streamed_row_changed_since_validation_is_never_yielded(
+    tmp_path: Path,
+) -> None:
+    """Streaming stops at the first row that differs from what was validated,
+    even when the edit keeps the file's size and time: no row after it, nor
+    the row itself, comes out."""
+    path = _write(tmp_path / "m.csv", "namespace\nacme\nbeta\ngamma\n")
+    manifest = Manifest(path, rows_in_memory=0)
+    manifest.validate()
+    stat = path.stat()
+    _write(path, "namespace\nacme\nbetb\ngamma\n")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    yielded = []
+
+    def consume() -> None:
+        for row in manifest.rows():
+            yielded.append(row.namespace)
+
+    with pytest.raises(ManifestError, match="changed after it was validated"):
+        consume()
+
+    assert yielded == ["acme"]
+
+
+def test_a_large_file_is_streamed_however_few_its_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows are kept in memory only for a file within KEPT_FILE_BYTES, so a
+    few huge rows never pile up."""
+    monkeypatch.setattr(reader, "KEPT_FILE_BYTES", 10)
+    path = _write(tmp_path / "m.csv", "namespace\nacme\nbeta\n")
+    manifest = Manifest(path)
+    manifest.validate()
+    path.unlink()
+
+    with pytest.raises(ManifestError, match="cannot be read"):
+        list(manifest.rows())
 
 
 def test_whole_file_problems_come_with_row_problems_found_so_far(

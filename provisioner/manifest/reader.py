@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from provisioner.manifest.model import (
     Header,
     ManifestLimits,
     Refused,
+    RowValues,
     ScanContext,
     ScanItem,
     Validation,
@@ -183,9 +185,16 @@ class _Collector:
         return validation
 
 
-# Manifests of up to this many rows keep their validated rows in memory (a
-# few hundred bytes each) and are read once; larger ones are streamed again.
+# Manifests of up to this many rows, and of a file no larger than
+# KEPT_FILE_BYTES, keep their validated rows in memory and are read once;
+# larger ones are streamed again, each row checked against what was validated.
 ROWS_KEPT_IN_MEMORY = 10_000
+KEPT_FILE_BYTES = 4 * 1024 * 1024
+
+
+def _row_digest(values: RowValues) -> int:
+    """A 64-bit digest of a row's values as written (same process only)."""
+    return hash(tuple(values.text.items())) & 0x7FFF_FFFF_FFFF_FFFF
 
 
 class Manifest:
@@ -212,6 +221,8 @@ class Manifest:
         self.path = Path(path)
         self.rows_in_memory = rows_in_memory
         self._kept: list[ManifestRow] | None = None
+        self._lines: array[int] = array("q")
+        self._digests: array[int] = array("q")
         self.file = str(path)
         self.policy = policy
         self.limits = limits
@@ -313,16 +324,21 @@ class Manifest:
         """
         ctx = self._context()
         collector = _Collector(self.file, self.limits)
-        kept: list[ManifestRow] | None = [] if self.rows_in_memory > 0 else None
+        small = self.rows_in_memory > 0 and _size(self.path) <= KEPT_FILE_BYTES
+        kept: list[ManifestRow] | None = [] if small else None
+        # Line and digest of each row that passed its own checks, in order: a
+        # second reading sends nothing that differs from what was validated.
+        self._lines, self._digests = array("q"), array("q")
 
         try:
             for item in self._scan(ctx):
                 collector.add(item)
-                if (
-                    kept is not None
-                    and isinstance(item, Entry)
-                    and item.row is not None
-                ):
+                if not isinstance(item, Entry) or item.row is None:
+                    continue
+                assert item.values is not None
+                self._lines.append(item.line)
+                self._digests.append(_row_digest(item.values))
+                if kept is not None:
                     if len(kept) < self.rows_in_memory:
                         kept.append(item.row)
                     else:
@@ -357,10 +373,20 @@ class Manifest:
 
         ctx = self._context()
 
+        lines, digests = self._lines, self._digests
+        index = 0
         try:
             for item in self._scan(ctx, expect_stamp=self._stamp):
                 if not isinstance(item, Entry) or item.row is None:
                     continue
+                assert item.values is not None
+                if (
+                    index >= len(lines)
+                    or lines[index] != item.line
+                    or digests[index] != _row_digest(item.values)
+                ):
+                    raise Refused(_changed(ctx))
+                index += 1
                 if item.line not in validation.invalid_lines:
                     yield item.row
         except Refused as exc:
@@ -369,6 +395,13 @@ class Manifest:
         if ctx.digest.hexdigest() != validation.sha256:
             changed = _changed(ctx)
             raise _refusal([changed], changed)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0  # the scan reports the file as unreadable
 
 
 def _changed(ctx: ScanContext) -> Problem:
