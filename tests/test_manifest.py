@@ -177,14 +177,19 @@ def test_rows_refuses_a_file_changed_since_validation(tmp_path: Path) -> None:
         list(manifest.rows())
 
 
+def _edit_keeping_size_and_time(path: Path, text: str) -> None:
+    """Rewrite ``path`` (same length) and give it back its modification time."""
+    stat = path.stat()
+    _write(path, text)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
 def test_rows_notices_a_change_that_keeps_size_and_time(tmp_path: Path) -> None:
     """An edit that keeps the size and mtime is caught by the digest at the end."""
     path = _write(tmp_path / "m.csv", "namespace\nacme\n")
     manifest = Manifest(path, rows_in_memory=0)
     manifest.validate()
-    stat = path.stat()
-    _write(path, "namespace\nacmf\n")
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    _edit_keeping_size_and_time(path, "namespace\nacmf\n")
 
     with pytest.raises(ManifestError, match="changed after it was validated"):
         list(manifest.rows())
@@ -240,9 +245,7 @@ def test_a_streamed_row_changed_since_validation_is_never_yielded(
     path = _write(tmp_path / "m.csv", "namespace\nacme\nbeta\ngamma\n")
     manifest = Manifest(path, rows_in_memory=0)
     manifest.validate()
-    stat = path.stat()
-    _write(path, "namespace\nacme\nbetb\ngamma\n")
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    _edit_keeping_size_and_time(path, "namespace\nacme\nbetb\ngamma\n")
 
     yielded = []
 

@@ -33,7 +33,7 @@ class _Seen:
     digest: int
 
 
-def _digest(values: RowValues) -> int:
+def row_digest(values: RowValues) -> int:
     """A 64-bit digest of a row's non-empty values, independent of their order.
 
     A YAML ``no`` and ``"no"`` differ: one is refused, the other accepted.
@@ -80,13 +80,14 @@ class DuplicateTracker:
             packed >> _DIGEST_BITS, self._spellings.get(key, key), packed & _DIGEST_MASK
         )
 
-    def add(self, line: int, values: RowValues) -> None:
-        """Note one row; rows without a namespace take no part."""
+    def add(self, line: int, values: RowValues, digest: int) -> None:
+        """Note one row (``digest`` is its ``row_digest``); rows without a
+        namespace take no part."""
         name = values.text.get("namespace", "")
         if name == "":
             return
         key = name.casefold()
-        seen = _Seen(line, name, _digest(values))
+        seen = _Seen(line, name, digest)
 
         first = self._first_seen(key)
         if first is None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from provisioner.errors import ManifestError, Problem
 from provisioner.manifest.csvfile import scan_csv
-from provisioner.manifest.duplicates import DuplicateTracker
+from provisioner.manifest.duplicates import DuplicateTracker, row_digest
 from provisioner.manifest.fields import KNOWN_COLUMNS
 from provisioner.manifest.model import (
     Blank,
@@ -17,7 +17,6 @@ from provisioner.manifest.model import (
     Header,
     ManifestLimits,
     Refused,
-    RowValues,
     ScanContext,
     ScanItem,
     Validation,
@@ -66,6 +65,10 @@ class _Collector:
         # Rows refused on their own values: any other invalid row was refused
         # by a check across rows, after its names went into names_by_account.
         self.refused_lines: set[int] = set()
+        # Line and digest of each row that passed its own checks, in order: a
+        # second reading sends nothing that differs from what was validated.
+        self.lines: array[int] = array("Q")
+        self.digests: array[int] = array("Q")
 
     def add(self, item: ScanItem) -> None:
         if isinstance(item, Entry):
@@ -96,13 +99,16 @@ class _Collector:
             erroneous = any(p.severity == "error" for p in entry.problems)
             if erroneous and entry.values is not None and len(invalid) < _KEPT_VALUES:
                 invalid[entry.line] = dict(entry.values.text)
+        digest = row_digest(entry.values) if entry.values is not None else 0
         row = entry.row
         if row is None:
             self.refused_lines.add(entry.line)
         else:
             self._count_names(row)
+            self.lines.append(entry.line)
+            self.digests.append(digest)
         if entry.values is not None:
-            self.tracker.add(entry.line, entry.values)
+            self.tracker.add(entry.line, entry.values, digest)
             if not self.columns.keys() >= entry.values.text.keys():
                 self.columns.update(dict.fromkeys(entry.values.text))
 
@@ -192,11 +198,6 @@ ROWS_KEPT_IN_MEMORY = 10_000
 KEPT_FILE_BYTES = 4 * 1024 * 1024
 
 
-def _row_digest(values: RowValues) -> int:
-    """A 64-bit digest of a row's values as written (same process only)."""
-    return hash(tuple(values.text.items())) & 0x7FFF_FFFF_FFFF_FFFF
-
-
 class Manifest:
     """A manifest file: ``validate()`` once, then ``rows()`` as often as needed.
 
@@ -221,8 +222,8 @@ class Manifest:
         self.path = Path(path)
         self.rows_in_memory = rows_in_memory
         self._kept: list[ManifestRow] | None = None
-        self._lines: array[int] = array("q")
-        self._digests: array[int] = array("q")
+        self._lines: array[int] = array("Q")
+        self._digests: array[int] = array("Q")
         self.file = str(path)
         self.policy = policy
         self.limits = limits
@@ -326,23 +327,16 @@ class Manifest:
         collector = _Collector(self.file, self.limits)
         small = self.rows_in_memory > 0 and _size(self.path) <= KEPT_FILE_BYTES
         kept: list[ManifestRow] | None = [] if small else None
-        # Line and digest of each row that passed its own checks, in order: a
-        # second reading sends nothing that differs from what was validated.
-        self._lines, self._digests = array("q"), array("q")
 
         try:
             for item in self._scan(ctx):
                 collector.add(item)
-                if not isinstance(item, Entry) or item.row is None:
+                if kept is None or not isinstance(item, Entry) or item.row is None:
                     continue
-                assert item.values is not None
-                self._lines.append(item.line)
-                self._digests.append(_row_digest(item.values))
-                if kept is not None:
-                    if len(kept) < self.rows_in_memory:
-                        kept.append(item.row)
-                    else:
-                        kept = None
+                if len(kept) < self.rows_in_memory:
+                    kept.append(item.row)
+                else:
+                    kept = None
         except Refused as exc:
             problems = collector.problems() + exc.problems
             raise _refusal(problems, exc.problems[0]) from None
@@ -354,6 +348,7 @@ class Manifest:
         self._validation = validation
         self._stamp = ctx.stamp
         self._kept = kept
+        self._lines, self._digests = collector.lines, collector.digests
         return validation
 
     def rows(self) -> Iterator[ManifestRow]:
@@ -383,7 +378,7 @@ class Manifest:
                 if (
                     index >= len(lines)
                     or lines[index] != item.line
-                    or digests[index] != _row_digest(item.values)
+                    or digests[index] != row_digest(item.values)
                 ):
                     raise Refused(_changed(ctx))
                 index += 1
