@@ -274,6 +274,24 @@ def test_a_large_file_is_streamed_however_few_its_rows(
         list(manifest.rows())
 
 
+def test_a_lone_surrogate_escape_in_a_yaml_field_name_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A field name holding half a UTF-16 pair makes its row invalid, like a
+    value holding one."""
+    path = _write(
+        tmp_path / "m.yaml",
+        '- namespace: "acme"\n  "k\\ud800": "v"\n- namespace: "beta"\n',
+    )
+    manifest = Manifest(path)
+    validation = manifest.validate()
+
+    (problem,) = validation.errors
+    assert (problem.line, problem.code) == (1, "not-text")
+    assert "\\ud800" in problem.message
+    assert [r.namespace for r in manifest.rows()] == ["beta"]
+
+
 def test_whole_file_problems_come_with_row_problems_found_so_far(
     tmp_path: Path,
 ) -> None:

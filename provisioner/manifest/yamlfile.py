@@ -71,6 +71,22 @@ _YAML12_CORE = (
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def _surrogate_message(text: str) -> str | None:
+    """What is wrong with a lone surrogate in ``text``, or None without one.
+
+    Only an escape such as "\\ud800" makes one; no UTF-8 file, journal or
+    report can hold it.
+    """
+    surrogate = _SURROGATE.search(text)
+    if surrogate is None:
+        return None
+    return (
+        f"holds the escape \\u{ord(surrogate.group()):04x}, half of a UTF-16 "
+        "pair and not a character; write the character itself or remove the "
+        "escape."
+    )
+
+
 def plain_meaning(value: str, yaml11_tag: str) -> str | None:
     """How YAML 1.1 or 1.2 reads an unquoted scalar that is not a string.
 
@@ -283,6 +299,12 @@ class _EntryReader:
             problems.append(self.ctx.problem(line, None, message, "not-text"))
             return None
 
+        surrogate = _surrogate_message(key.value)
+        if surrogate is not None:
+            message = f"A field name {surrogate}"
+            problems.append(self.ctx.problem(line, None, message, "not-text"))
+            return None
+
         name: str = key.value.strip().casefold()
         if name == "":
             message = "A field name is empty; name the field or remove it."
@@ -326,15 +348,9 @@ class _EntryReader:
                     self.ctx.problem(key_line, name, message, "not-a-value")
                 )
                 continue
-            surrogate = _SURROGATE.search(value.value)
+            surrogate = _surrogate_message(value.value)
             if surrogate is not None:
-                # Only an escape such as "\ud800" makes one; no UTF-8 file,
-                # journal or report can hold it.
-                message = (
-                    f"{name} holds the escape \\u{ord(surrogate.group()):04x}, half "
-                    "of a UTF-16 pair and not a character; write the character "
-                    "itself or remove the escape."
-                )
+                message = f"{name} {surrogate}"
                 problems.append(self.ctx.problem(key_line, name, message, "not-text"))
                 continue
             texts[name] = value.value
