@@ -2,8 +2,12 @@
 
 structlog events with stable snake_case names and fields: JSON lines when
 stderr is not a terminal (or ``--log-format json``), readable console lines on
-one. A last processor masks every secret value in force wherever it appears,
-so a token pasted into an error message by a server still never reaches a log.
+one. Every secret value in force is masked wherever it appears, so a token
+pasted into an error message by a server still never reaches a log: in each
+field before a console line is drawn, and in the finished JSON line, where it
+can be found however deep in the event it was.
+
+The row a task is working on (``bind_row``) is added to each of its events.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable, MutableMapping
-from typing import IO, Any, TextIO, cast
+from contextvars import ContextVar
+from typing import IO, Any, BinaryIO, TextIO, cast
 
 import orjson
 import structlog
@@ -62,17 +67,61 @@ class SecretMasker:
         return event
 
 
+_ROW: ContextVar[dict[str, Any] | None] = ContextVar("provisioner_row", default=None)
+
+
+def bind_row(**fields: Any) -> None:
+    """Add ``fields`` to every later event of the current task, in place of
+    those of the row before (each asyncio task has a context of its own)."""
+    _ROW.set(fields)
+
+
+def add_row_fields(
+    logger: Any, method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """The fields of ``bind_row``; an event's own fields of the same name win."""
+    row = _ROW.get()
+    if row is not None:
+        for key, value in row.items():
+            event.setdefault(key, value)
+    return event
+
+
+class JsonLines:
+    """The renderer of JSON lines: one event as UTF-8 JSON, secrets masked.
+
+    A secret is looked for in the finished line as JSON writes it (escapes
+    included), which finds it in any field, key or nested value, in one scan
+    of the line per secret. Values JSON has no type for are written as text.
+    """
+
+    def __init__(self, secrets: Iterable[str], *, as_text: bool) -> None:
+        masked = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._secrets = [orjson.dumps(secret)[1:-1] for secret in masked]
+        self._as_text = as_text
+
+    def __repr__(self) -> str:
+        return f"JsonLines(secrets={len(self._secrets)})"
+
+    def __call__(
+        self, logger: Any, method: str, event: MutableMapping[str, Any]
+    ) -> bytes | str:
+        line = orjson.dumps(event, default=str, option=orjson.OPT_NON_STR_KEYS)
+        for secret in self._secrets:
+            if secret in line:
+                line = line.replace(secret, _MASK_BYTES)
+        return line.decode() if self._as_text else line
+
+
+_MASK_BYTES = MASK.encode()
+
+
 def add_timestamp(
     logger: Any, method: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """``timestamp``: now in UTC, RFC 3339 to the microsecond."""
     event["timestamp"] = utc_now_us()
     return event
-
-
-def _dumps(event: Any, default: Any = None) -> str:
-    """One event as a JSON line (orjson: a few times faster than json)."""
-    return orjson.dumps(event, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def use_json(log_format: str, stream: IO[str]) -> bool:
@@ -93,23 +142,41 @@ def configure_logging(
 ) -> None:
     """Configure structlog for the whole process."""
     out = stream if stream is not None else sys.stderr
-    as_json = use_json(log_format, out)
-    renderer: Any = (
-        structlog.processors.JSONRenderer(serializer=_dumps)
-        if as_json
-        else structlog.dev.ConsoleRenderer(colors=out.isatty())
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            add_timestamp,
-            structlog.processors.format_exc_info,
+    secrets = list(secrets)
+    first: list[Any] = [
+        add_row_fields,
+        structlog.processors.add_log_level,
+        add_timestamp,
+        structlog.processors.format_exc_info,
+    ]
+    if not use_json(log_format, out):
+        processors = [
+            *first,
             SecretMasker(secrets),
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+            structlog.dev.ConsoleRenderer(colors=out.isatty()),
+        ]
         # One write per event line (print() makes two on an unbuffered stream).
-        logger_factory=structlog.WriteLoggerFactory(file=cast(TextIO, out)),
+        factory: Any = structlog.WriteLoggerFactory(file=cast(TextIO, out))
+    else:
+        binary = _binary_of(out)
+        processors = [*first, JsonLines(secrets, as_text=binary is None)]
+        if binary is None:
+            factory = structlog.WriteLoggerFactory(file=cast(TextIO, out))
+        else:
+            # JSON lines go as bytes, one write each, past the text layer.
+            factory = structlog.BytesLoggerFactory(file=binary)
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=factory,
         cache_logger_on_first_use=False,
     )
+
+
+def _binary_of(stream: IO[str]) -> BinaryIO | None:
+    """The byte stream under a text stream (flushed first), if it has one."""
+    binary = getattr(stream, "buffer", None)
+    if binary is None or not callable(getattr(binary, "write", None)):
+        return None
+    stream.flush()
+    return cast(BinaryIO, binary)

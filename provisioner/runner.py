@@ -50,6 +50,7 @@ from provisioner.journal import (
     utc_now,
 )
 from provisioner.lock import account_locks
+from provisioner.logs import bind_row
 from provisioner.manifest import Manifest, Validation
 from provisioner.models import ManifestRow, Namespace, Outcome
 from provisioner.plan import AccountView, list_accounts, wanted_accounts
@@ -613,7 +614,7 @@ class Runner:
         """
         if not batch:
             return
-        sent = self.client.stats.requests_sent
+        sent, at = self.client.stats.requests_sent, utc_now()
         for decision in batch:
             row = decision.row
             journal.intent_later(
@@ -623,6 +624,7 @@ class Runner:
                 namespace=row.namespace,
                 line=row.line,
                 sent=sent,
+                at=at,
             )
         await journal.sync()
         for index, decision in enumerate(batch):
@@ -675,7 +677,7 @@ class Runner:
         # Every event of a row (retries, lookups) carries the row's fields. Each
         # worker is a task with a context of its own, so binding them for the
         # next row replaces the last row's, and no other task sees them.
-        bind = structlog.contextvars.bind_contextvars
+        bind = bind_row
         while True:
             item = await queue.get()
             if item is _STOP:
