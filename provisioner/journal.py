@@ -149,12 +149,18 @@ class Journal:
 
     def append(self, record: dict[str, Any]) -> None:
         """Queue a record without waiting for the disk."""
-        line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-        self._pending.append(line)
+        offset = self._queue(record)
         kind = record.get("type")
         if kind != "run":
-            _fold(self.state, self.state.end_offset, kind, record)
-        self.state.end_offset += len(line)
+            _fold(self.state, offset, kind, record)
+
+    def _queue(self, record: dict[str, Any]) -> int:
+        """Queue a record's line; returns the offset where it will start."""
+        line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        self._pending.append(line)
+        offset = self.state.end_offset
+        self.state.end_offset = offset + len(line)
+        return offset
 
     async def commit(self, record: dict[str, Any]) -> None:
         """Append a record and return once it (and all before it) is synced."""
@@ -181,11 +187,13 @@ class Journal:
         line: int | None,
         sent: int | None = None,
         namespace_id: str | None = None,
+        at: str | None = None,
     ) -> None:
         """Queue an intent; its call may go out only after the next ``sync``.
 
         ``namespace_id`` names what a delete removes, for the report of a run
-        that has to settle the delete after a kill.
+        that has to settle the delete after a kill. ``at`` is when the intent
+        was made (now if not given): intents queued together share one time.
         """
         record: dict[str, Any] = {
             "type": "intent",
@@ -195,23 +203,29 @@ class Journal:
             "namespace": namespace,
             "line": line,
             "sent": sent,
-            "at": utc_now(),
+            "at": at or utc_now(),
         }
         if namespace_id is not None:
             record["namespace_id"] = namespace_id
-        self.append(record)
+        self._queue(record)
+        _fold_intent(self.state, record)
 
     async def outcome(self, record: dict[str, Any]) -> None:
         """Record, durably, a row's outcome (``key`` and ``outcome`` required)."""
-        await self.commit({"type": "outcome", **record, "at": utc_now()})
+        self.outcome_later(record)
+        await self.sync()
 
     def outcome_later(self, record: dict[str, Any]) -> None:
         """Queue an outcome, written with the next sync.
 
         For outcomes a rerun can recompute: no call was made, or the row's
         intent stays open (and is settled by a lookup) until this is written.
+        The record becomes the journal's: its ``type`` and ``at`` are set in
+        place (``records`` builds outcomes with ``type`` first, for reading).
         """
-        self.append({"type": "outcome", **record, "at": utc_now()})
+        record["type"] = "outcome"
+        record["at"] = utc_now()
+        _fold_outcome(self.state, self._queue(record), record)
 
     async def finish(self, summary: dict[str, Any]) -> None:
         """Mark the run complete; a later run will start a new journal."""
@@ -278,31 +292,47 @@ def read_state(path: Path) -> JournalState | None:
 
 def _fold(state: JournalState, offset: int, kind: Any, record: dict[str, Any]) -> None:
     """Take one record after the header into ``state``."""
-    if kind in ("intent", "resume"):
-        sent = record.get("sent")
-        count = sent if isinstance(sent, int) else None
-        state.recent_calls.append((str(record.get("at")), count))
-    key = record.get("key")
-    if kind == "intent" and isinstance(key, str):
-        state.open_intents[key] = record
-    elif kind == "outcome" and isinstance(key, str):
-        # An outcome marked unresolved (a call cut off by a stop) leaves the
-        # intent open: the next run must look the name up.
-        if not record.get("unresolved"):
-            state.open_intents.pop(key, None)
-        outcome = str(record.get("outcome"))
-        account = sys.intern(str(record.get("account_id") or ""))
-        earlier = state.outcomes.get(key)
-        if earlier is not None:
-            state.by_account[state.accounts[key]][earlier] -= 1
-        state.outcome_offsets[key] = offset
-        state.outcomes[key] = outcome
-        state.accounts[key] = account
-        state.by_account.setdefault(account, Counter())[outcome] += 1
+    if kind == "intent":
+        _fold_intent(state, record)
+    elif kind == "outcome":
+        _fold_outcome(state, offset, record)
+    elif kind == "resume":
+        state.recent_calls.append((str(record.get("at")), None))
+        state.finished = False
     elif kind == "finished":
         state.finished = True
-    elif kind == "resume":
-        state.finished = False
+
+
+def _fold_intent(state: JournalState, record: dict[str, Any]) -> None:
+    sent = record.get("sent")
+    count = sent if isinstance(sent, int) else None
+    state.recent_calls.append((str(record.get("at")), count))
+    key = record.get("key")
+    if isinstance(key, str):
+        state.open_intents[key] = record
+
+
+def _fold_outcome(state: JournalState, offset: int, record: dict[str, Any]) -> None:
+    key = record.get("key")
+    if not isinstance(key, str):
+        return
+    # An outcome marked unresolved (a call cut off by a stop) leaves the
+    # intent open: the next run must look the name up.
+    if not record.get("unresolved"):
+        state.open_intents.pop(key, None)
+    # Interned: a large run holds one copy of each outcome and account name.
+    outcome = sys.intern(str(record.get("outcome")))
+    account = sys.intern(str(record.get("account_id") or ""))
+    earlier = state.outcomes.get(key)
+    if earlier is not None:
+        state.by_account[state.accounts[key]][earlier] -= 1
+    state.outcome_offsets[key] = offset
+    state.outcomes[key] = outcome
+    state.accounts[key] = account
+    counts = state.by_account.get(account)
+    if counts is None:
+        counts = state.by_account[account] = Counter()
+    counts[outcome] += 1
 
 
 def iter_records(

@@ -21,6 +21,7 @@ def row_key(line: int) -> str:
 
 def row_base(row: ManifestRow, account: str) -> dict[str, Any]:
     return {
+        "type": "outcome",
         "key": row_key(row.line),
         "line": row.line,
         "account_id": account,
@@ -33,8 +34,15 @@ def row_base(row: ManifestRow, account: str) -> dict[str, Any]:
 def settled(
     row: ManifestRow, account: str, outcome: Outcome, ns: Namespace, attempts: int
 ) -> dict[str, Any]:
+    # One literal, not row_base merged: a run builds one of these per row.
     return {
-        **row_base(row, account),
+        "type": "outcome",
+        "key": row_key(row.line),
+        "line": row.line,
+        "account_id": account,
+        "namespace": row.namespace,
+        "previous_name": row.previous_name,
+        "columns": row.columns(),
         "outcome": outcome,
         "namespace_id": ns.namespace_id,
         "created_on": ns.created_on,
@@ -71,6 +79,7 @@ def failed(
 def deletion_base(deletion: Deletion) -> dict[str, Any]:
     namespace = deletion.namespace
     return {
+        "type": "outcome",
         "key": deletion.key,
         "line": None,
         "account_id": deletion.account_id,
