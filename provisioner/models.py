@@ -67,21 +67,21 @@ class Namespace:
         """Build from a ``result`` object, ignoring what is missing or mistyped."""
         if not isinstance(raw, dict):
             raise ValueError("namespace object is not a JSON object")
-        name = raw.get("namespace_name")
+        get = raw.get
+        name = get("namespace_name")
         if not isinstance(name, str):
             raise ValueError("namespace object has no namespace_name")
 
-        def text(key: str) -> str | None:
-            value = raw.get(key)
-            return value if isinstance(value, str) else None
-
-        count = raw.get("script_count")
-        trusted = raw.get("trusted_workers")
+        namespace_id = get("namespace_id")
+        created_on = get("created_on")
+        modified_on = get("modified_on")
+        count = get("script_count")
+        trusted = get("trusted_workers")
         return cls(
-            namespace_id=text("namespace_id"),
-            namespace_name=name,
-            created_on=text("created_on"),
-            modified_on=text("modified_on"),
-            script_count=count if isinstance(count, int) else None,
-            trusted_workers=trusted if isinstance(trusted, bool) else None,
+            namespace_id if isinstance(namespace_id, str) else None,
+            name,
+            created_on if isinstance(created_on, str) else None,
+            modified_on if isinstance(modified_on, str) else None,
+            count if isinstance(count, int) else None,
+            trusted if isinstance(trusted, bool) else None,
         )

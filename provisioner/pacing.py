@@ -63,12 +63,11 @@ class ServerBudget:
     window_s: float | None = None
 
 
-@dataclass(slots=True)
-class Ticket:
-    """One admitted request; hand it back to ``Pacer.release``."""
+# What answers without any rate-limit header say.
+_NO_BUDGET = ServerBudget()
 
-    seq: int
-    admitted_at: float
+# One admitted request: its sequence number, handed back to ``Pacer.release``.
+Ticket = int
 
 
 class Pacer:
@@ -122,12 +121,9 @@ class Pacer:
 
         Raises RunInterruptedError once ``abort`` was called, also while waiting.
         """
-        if not self._lock.locked() and not self._aborted.is_set():
-            # Nobody is waiting (a waiter holds the lock): a free slot is
-            # taken at once, without the lock's round trip.
-            now = self._clock()
-            if self._delay_s(now) == 0.0:
-                return self._admit(now)
+        ticket = self.try_acquire()
+        if ticket is not None:
+            return ticket
         async with self._lock:
             while True:
                 if self._aborted.is_set():
@@ -146,6 +142,20 @@ class Pacer:
                     await self._first_of(self._sleep(delay_s))
                 self.waited_s += max(0.0, self._clock() - now)
 
+    def try_acquire(self) -> Ticket | None:
+        """Take a slot if one is free now and nobody waits for one, else None.
+
+        Nobody waits when the lock is free (a waiter holds it), so a caller
+        that takes a free slot here jumps no queue; this is ``acquire``
+        without its await, for the common case.
+        """
+        if self._lock.locked() or self._aborted.is_set():
+            return None
+        now = self._clock()
+        if self._delay_s(now) == 0.0:
+            return self._admit(now)
+        return None
+
     def abort(self) -> None:
         """Wake every waiting caller with RunInterruptedError; admit nothing more."""
         self._aborted.set()
@@ -162,30 +172,32 @@ class Pacer:
 
     def _delay_s(self, now: float) -> float:
         """Seconds until a slot may free up; 0 when one is free now."""
-        while self._expiries and self._expiries[0] <= now:
-            self._expiries.popleft()
+        expiries = self._expiries
+        while expiries and expiries[0] <= now:
+            expiries.popleft()
 
-        waits = []
-        if now < self._paused_until:
-            waits.append(self._paused_until - now)
-        if len(self._in_flight) + len(self._expiries) >= self.quota:
+        delay_s = self._paused_until - now
+        if len(self._in_flight) + len(expiries) >= self.quota:
             # A slot held by a request in flight frees only after its answer.
-            waits.append(self._expiries[0] - now if self._expiries else math.inf)
+            if not expiries:
+                return math.inf
+            delay_s = max(delay_s, expiries[0] - now)
         if now < self._server_reset_at:
             if self._server_allowance <= 0:
-                waits.append(self._server_reset_at - now)
+                delay_s = max(delay_s, self._server_reset_at - now)
             elif self._spread_interval_s > 0:
                 # Others share the token: spread what is ours over the window,
                 # so their spending keeps showing in the answers.
-                waits.append(self._last_admitted_at + self._spread_interval_s - now)
+                spread_at = self._last_admitted_at + self._spread_interval_s
+                delay_s = max(delay_s, spread_at - now)
 
-        return max(0.0, max(waits, default=0.0))
+        return delay_s if delay_s > 0.0 else 0.0
 
     def _admit(self, now: float) -> Ticket:
-        ticket = Ticket(seq=self._issued, admitted_at=now)
+        ticket = self._issued
         self._last_admitted_at = now
         self._issued += 1
-        self._in_flight.add(ticket.seq)
+        self._in_flight.add(ticket)
         if now < self._server_reset_at:
             self._server_allowance -= 1
         self.requests_admitted += 1
@@ -200,10 +212,12 @@ class Pacer:
         what anyone spent, and the pause already holds everyone.
         """
         now = self._clock()
-        self._in_flight.discard(ticket.seq)
+        self._in_flight.discard(ticket)
         self._expiries.append(now + self.window_s)
         if headers is not None:
-            self._learn(ticket, parse_budget(headers, now_epoch_s=time.time()), now)
+            budget = parse_budget(headers, now_epoch_s=time.time())
+            if budget is not _NO_BUDGET:
+                self._learn(ticket, budget, now)
         self._changed.set()
 
     def pause_for(self, delay_s: float, reason: str = "rate_limited") -> None:
@@ -254,18 +268,18 @@ class Pacer:
         self._adopt_policy(budget)
         if budget.remaining is None or budget.reset_s is None:
             return
-        if ticket.seq < self._server_seq:
+        if ticket < self._server_seq:
             return  # an older answer than one already heard from
 
-        uncounted = self._issued - ticket.seq - 1
-        uncounted += sum(1 for seq in self._in_flight if seq < ticket.seq)
+        uncounted = self._issued - ticket - 1
+        uncounted += sum(1 for seq in self._in_flight if seq < ticket)
         reset_at = self._reset_at(budget.remaining, now + budget.reset_s, now)
         others = 0
         if self._server_quota is not None:
             # Only with the server's quota known can its count be split.
             window_s = self._server_window_s or self.window_s
             self._others.observe(
-                ticket.seq,
+                ticket,
                 budget.remaining,
                 reset_at,
                 now,
@@ -277,7 +291,7 @@ class Pacer:
             if rate_per_s > 0:
                 others = math.ceil(OTHERS_MARGIN * rate_per_s * (reset_at - now)) + 2
 
-        self._server_seq = ticket.seq
+        self._server_seq = ticket
         self._server_remaining = budget.remaining
         self._server_allowance = budget.remaining - uncounted - others
         self._server_reset_at = reset_at
@@ -367,23 +381,29 @@ class OtherClients:
 
 def parse_budget(headers: Mapping[str, str], *, now_epoch_s: float) -> ServerBudget:
     """Read ``Ratelimit``/``Ratelimit-Policy`` or the older ``x-ratelimit-*``."""
+    current_raw = headers.get("Ratelimit")
+    policy_raw = headers.get("Ratelimit-Policy")
+    legacy_remaining = headers.get("x-ratelimit-remaining")
+    legacy_limit = headers.get("x-ratelimit-limit")
+    if current_raw is policy_raw is legacy_remaining is legacy_limit is None:
+        return _NO_BUDGET  # a reset alone says nothing of the budget
     remaining = reset_s = window_s = None
     quota = None
 
-    current = _structured_params(headers.get("Ratelimit"))
+    current = _structured_params(current_raw)
     if current:
         remaining = _as_int(current.get("r"))
         reset_s = _as_float(current.get("t"))
-    policy = _structured_params(headers.get("Ratelimit-Policy"))
+    policy = _structured_params(policy_raw)
     if policy:
         quota = _as_int(policy.get("q"))
         window_s = _as_float(policy.get("w"))
 
     if remaining is None:
-        remaining = _as_int(headers.get("x-ratelimit-remaining"))
+        remaining = _as_int(legacy_remaining)
         reset_s = _reset_seconds(headers.get("x-ratelimit-reset"), now_epoch_s)
     if quota is None:
-        quota = _as_int(headers.get("x-ratelimit-limit"))
+        quota = _as_int(legacy_limit)
 
     return ServerBudget(remaining, reset_s, quota, window_s)
 
