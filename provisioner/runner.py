@@ -81,6 +81,8 @@ _FINAL = frozenset(
     }
 )
 _STOP = object()
+# The event logged for a row settled with each outcome: namespace_created, ...
+_SETTLED_EVENTS = {outcome: f"namespace_{outcome.value}" for outcome in Outcome}
 # Rows whose intents share one fsync, per worker. An fsync costs about as much
 # CPU as ten creates, so fewer of them make a fast run markedly cheaper; the
 # price is paid only after a kill, when the rows of the last batches that
@@ -797,7 +799,9 @@ class Runner:
 
     async def _carry_out(self, decision: Decision, journal: Journal) -> dict[str, Any]:
         row, account = decision.row, decision.account_id
-        uncertain = row_key(row.line) in self._uncertain
+        # Only a resumed run (or one carrying a set-aside journal's calls) has
+        # rows whose earlier call may have happened.
+        uncertain = bool(self._uncertain) and row_key(row.line) in self._uncertain
         try:
             if decision.action is Action.CREATE:
                 namespace, attempts, outcome = await self._create(
@@ -839,7 +843,7 @@ class Runner:
             attempts += more
 
         self._log.info(
-            f"namespace_{outcome.value}",
+            _SETTLED_EVENTS[outcome],
             namespace_id=namespace.namespace_id,
             attempts=attempts,
         )

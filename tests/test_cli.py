@@ -141,6 +141,46 @@ def test_configured_json_logs_carry_event_and_level() -> None:
     assert event["note"] == "*** here"
 
 
+def test_json_lines_mask_secrets_nested_escaped_and_in_keys() -> None:
+    """A secret is masked in nested values, in keys, and where JSON escapes it."""
+    quoted = 'k"ey\\1'  # a quote and a backslash: JSON writes both escaped
+    stream = io.StringIO()
+    configure_logging(
+        log_format="json", level="info", secrets=["tok123", quoted], stream=stream
+    )
+
+    structlog.get_logger("t").info(
+        "x",
+        nested={"deep": ["a tok123 b"]},
+        tok123="key",
+        error=ValueError(f"echoed {quoted}"),
+    )
+
+    (line,) = stream.getvalue().splitlines()
+    assert "tok123" not in line
+    assert 'k\\"ey' not in line
+    event = json.loads(line)
+    assert event["nested"] == {"deep": ["a *** b"]}
+    assert event["***"] == "key"
+    assert event["error"] == "echoed ***"
+
+
+def test_json_lines_go_to_the_byte_stream_under_a_text_stream() -> None:
+    """On a stream with a byte layer, lines are written there, whole, in order."""
+    raw = io.BytesIO()
+    text = io.TextIOWrapper(raw, encoding="utf-8", line_buffering=True)
+    text.write("before\n")
+    configure_logging(log_format="json", level="info", stream=text)
+
+    structlog.get_logger("t").info("first", n=1)
+    structlog.get_logger("t").info("second", n="é")
+
+    lines = raw.getvalue().decode().splitlines()
+    assert lines[0] == "before"
+    assert [json.loads(line)["event"] for line in lines[1:]] == ["first", "second"]
+    assert json.loads(lines[2])["n"] == "é"
+
+
 class CountingStream(io.StringIO):
     """A text stream that counts its write calls."""
 
