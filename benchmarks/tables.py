@@ -111,7 +111,13 @@ def overhead_table(report: OverheadReport) -> str:
         f"### c. Overhead: {report.rows:,} creates, unthrottled sandbox",
         "",
         "CPU is the client process's own (user + system), start-up included; "
-        "the start-up column is a run of one create.",
+        "the start-up column is a run of one create. "
+        + (
+            f"Each client ran {report.repeats} times, the clients taking turns; "
+            "each row is that client's median run by CPU time."
+            if report.repeats > 1
+            else "One run of each client."
+        ),
         "",
     ]
     lines += _header(
@@ -153,6 +159,12 @@ def overhead_table(report: OverheadReport) -> str:
 
     ours_over_bare = per_1000["provisioner"] / per_1000["bare"]
     sdk_over_ours = per_1000["sdk"] / per_1000["provisioner"]
+    if report.repeats > 1:
+        lines += ["", "CPU s of every run, in the order they ran:", ""]
+        lines += [
+            f"- {LABELS[client]}: " + ", ".join(f"{cpu_s:.2f}" for cpu_s in runs)
+            for client, runs in report.cpu_s.items()
+        ]
     lines += [
         "",
         "Targets (CPU s per 1,000 creates, start-up included; after start-up in "
