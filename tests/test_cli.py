@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -210,6 +211,34 @@ def test_export_checks_its_arguments_before_any_call(tmp_path: Path) -> None:
 
     assert run(bad_account) == 4
     assert run(missing_dir) == 4
+
+
+def test_start_up_reads_no_distribution_metadata_for_pydantic_plugins() -> None:
+    """Loading the CLI and its settings never lists installed distributions'
+    entry points (pydantic's plugin search), unless the user asks for plugins."""
+    probe = (
+        "import importlib.metadata as md\n"
+        "calls = []\n"
+        "real = md.entry_points\n"
+        "md.entry_points = lambda **kw: calls.append(kw) or real(**kw)\n"
+        "import provisioner.cli\n"
+        "provisioner.cli.load_settings({}, None)\n"
+        "print(len(calls))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+
+    default = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env
+    )
+    asked = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env={**env, "PYDANTIC_DISABLE_PLUGINS": "none-of-these"},
+    )
+
+    assert default.stdout.strip() == "0", default.stderr
+    assert int(asked.stdout.strip()) >= 1, asked.stderr
 
 
 def test_start_up_skips_imports_a_plain_run_does_not_need() -> None:
