@@ -214,6 +214,9 @@ class NamePolicy:
 
     pattern: str = DEFAULT_PATTERN
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    # Whether every name the pattern matches passes the floor anyway, so that
+    # accepting a name takes one match, not the floor's tests as well.
+    _within_floor: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         try:
@@ -225,6 +228,9 @@ class NamePolicy:
             ) from exc
         # Frozen dataclass: the compiled form is derived state, set once here.
         object.__setattr__(self, "_regex", regex)
+        # The default pattern allows only lowercase ASCII letters, digits, '-'
+        # and '_', at least one of them: never a character the floor refuses.
+        object.__setattr__(self, "_within_floor", self.pattern == DEFAULT_PATTERN)
 
     def problems(self, name: str) -> list[str]:
         """Every reason ``name`` is refused, as sentences; empty if accepted."""
@@ -250,4 +256,7 @@ class NamePolicy:
 
     def accepts(self, name: str) -> bool:
         """Whether ``name`` may be sent under this policy."""
+        if self._within_floor:
+            return self._regex.fullmatch(name) is not None
+
         return _floor_ok(name) and self._regex.fullmatch(name) is not None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -171,3 +173,44 @@ def test_every_name_the_pattern_describes_is_accepted(name: str) -> None:
     """Names generated from the default pattern are all accepted and URL-safe."""
     assert NamePolicy().accepts(name)
     assert url_safe(name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "a",
+        "a" * 63,
+        "a" * 64,
+        " acme",
+        "acme ",
+        "Acme",
+        "\u0430cme",
+        "ac\u200bme",
+        "\uff41cme",
+        "\u0663",
+        "a.b",
+        "..",
+        "a%2F",
+        "a/b",
+        "acme\n",
+        "-acme",
+        "acme_",
+        "a_b-c",
+    ],
+)
+def test_default_policy_decides_as_floor_and_pattern_together(name: str) -> None:
+    """The default policy's one match accepts exactly what floor and pattern do."""
+    full_check = url_safe(name) and re.fullmatch(DEFAULT_PATTERN, name) is not None
+
+    assert NamePolicy().accepts(name) == full_check
+
+
+@given(tricky_text)
+def test_default_policy_decides_as_floor_and_pattern_together_anywhere(
+    name: str,
+) -> None:
+    """On any text, the default policy's one match agrees with the full check."""
+    full_check = url_safe(name) and re.fullmatch(DEFAULT_PATTERN, name) is not None
+
+    assert NamePolicy().accepts(name) == full_check
