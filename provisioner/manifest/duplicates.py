@@ -48,6 +48,16 @@ def row_digest(values: RowValues) -> int:
     return hash((written, typed)) & _DIGEST_MASK
 
 
+def record_digest(record: list[str]) -> int:
+    """``row_digest`` for a CSV record, from its list of values alone.
+
+    Every record of a CSV file has the header's columns in the header's order,
+    so two records have the same values exactly when their lists are equal;
+    hashing the list skips building a set of (column, value) pairs per row.
+    """
+    return hash(tuple(record)) & _DIGEST_MASK
+
+
 def lines_text(lines: list[int]) -> str:
     """``line 4``, ``lines 4 and 9``, ``lines 4, 9, … and 12 more``."""
     if len(lines) == 1:
@@ -80,28 +90,29 @@ class DuplicateTracker:
             packed >> _DIGEST_BITS, self._spellings.get(key, key), packed & _DIGEST_MASK
         )
 
-    def add(self, line: int, values: RowValues, digest: int) -> None:
-        """Note one row (``digest`` is its ``row_digest``); rows without a
-        namespace take no part."""
-        name = values.text.get("namespace", "")
+    def add(self, line: int, name: str, previous: str, digest: int) -> None:
+        """Note one row by its namespace and previous name as written ("" for
+        none) and its digest; rows without a namespace take no part."""
         if name == "":
             return
         key = name.casefold()
-        seen = _Seen(line, name, digest)
 
-        first = self._first_seen(key)
-        if first is None:
-            self._first[key] = line << _DIGEST_BITS | seen.digest
+        # A namespace's first row, the common case, builds no _Seen.
+        if key not in self._first:
+            self._first[key] = line << _DIGEST_BITS | digest
             if name != key:
                 self._spellings[key] = name
         else:
-            self._repeats.setdefault(key, [first]).append(seen)
-            if (name, seen.digest) == (first.spelling, first.digest):
+            first = self._first_seen(key)
+            assert first is not None
+            self._repeats.setdefault(key, [first]).append(_Seen(line, name, digest))
+            if (name, digest) == (first.spelling, first.digest):
                 return  # an exact repeat renames nothing the first row does not
-        self._note_rename(line, name, values.text.get("previous_name", ""))
+        if previous != "":
+            self._note_rename(line, name, previous)
 
     def _note_rename(self, line: int, name: str, previous: str) -> None:
-        if previous == "" or previous.casefold() == name.casefold():
+        if previous.casefold() == name.casefold():
             return  # renaming to itself is a warning of the row's own
         self._renames.setdefault(previous.casefold(), []).append(
             _Seen(line, previous, 0)

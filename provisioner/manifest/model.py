@@ -2,9 +2,10 @@
 
 A reader (``csvfile``, ``yamlfile``) turns a file into a stream of scan items:
 ``Header`` (CSV column names), ``Blank`` (a skipped empty row), ``Entry`` (one
-data row, parsed and checked on its own) and ``Problem`` (something wrong with
-the file as a whole that does not stop the scan). A problem that does stop it is
-raised as ``Refused``. ``reader.Manifest`` folds the stream into a
+data row, parsed and checked on its own), ``PlainRow`` (a CSV data row that
+passed every check at once, with its digest) and ``Problem`` (something wrong
+with the file as a whole that does not stop the scan). A problem that does stop
+it is raised as ``Refused``. ``reader.Manifest`` folds the stream into a
 ``Validation`` or yields the rows.
 """
 
@@ -126,13 +127,16 @@ class Entry:
     """One data row: its values, the row built from them, and its problems.
 
     ``values`` is None when the row could not even be split into fields;
-    ``row`` is None when any problem of the row is an error.
+    ``row`` is None when any problem of the row is an error. ``digest`` is
+    equal for the rows of one file with the same values (see ``duplicates``);
+    it is 0 for a row not split into fields.
     """
 
     line: int
     values: RowValues | None
     row: ManifestRow | None
     problems: list[Problem]
+    digest: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +153,12 @@ class Header:
     columns: list[str]
 
 
-ScanItem = Entry | Blank | Header | Problem
+# A CSV row that passed every check at once (``fields.PlainRecords``) and its
+# digest. Almost every item is one, so it is a bare pair: building an Entry
+# for each would cost a few thousand CPU instructions per row more.
+PlainRow = tuple[ManifestRow, int]
+
+ScanItem = PlainRow | Entry | Blank | Header | Problem
 
 
 class Refused(Exception):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from provisioner.errors import ManifestError, Problem
 from provisioner.manifest.csvfile import scan_csv
-from provisioner.manifest.duplicates import DuplicateTracker, row_digest
+from provisioner.manifest.duplicates import DuplicateTracker
 from provisioner.manifest.fields import KNOWN_COLUMNS
 from provisioner.manifest.model import (
     Blank,
@@ -52,9 +52,9 @@ _KEPT_VALUES = 100_000
 
 
 class _Collector:
-    """Folds scan items into a Validation."""
+    """Folds scan items into a Validation, keeping up to ``rows_kept`` rows."""
 
-    def __init__(self, file: str, limits: ManifestLimits) -> None:
+    def __init__(self, file: str, limits: ManifestLimits, rows_kept: int) -> None:
         self.file = file
         self.limits = limits
         self.validation = Validation()
@@ -69,10 +69,14 @@ class _Collector:
         # second reading sends nothing that differs from what was validated.
         self.lines: array[int] = array("Q")
         self.digests: array[int] = array("Q")
+        # The rows that passed their own checks, until there are too many.
+        self.rows_kept = rows_kept
+        self.kept: list[ManifestRow] | None = [] if rows_kept > 0 else None
 
-    def add(self, item: ScanItem) -> None:
+    def add(self, item: Entry | Blank | Header | Problem) -> None:
+        """Fold in any item but a plain row (``add_plain``)."""
         if isinstance(item, Entry):
-            self._add_entry(item)
+            self.add_entry(item)
         elif isinstance(item, Blank):
             self.validation.blank_rows_skipped += 1
         elif isinstance(item, Header):
@@ -80,39 +84,50 @@ class _Collector:
         else:
             self.file_problems.append(item)
 
-    def _add_entry(self, entry: Entry) -> None:
+    def add_plain(self, row: ManifestRow, digest: int) -> None:
+        """Fold in a row that passed every check at once: almost every row."""
+        validation = self.validation
+        validation.rows_total += 1
+        if validation.rows_total > self.limits.max_rows:
+            raise self._too_many_rows(row.line)
+        self._keep(row, digest)
+        self.tracker.add(row.line, row.namespace, row.previous_name or "", digest)
+
+    def add_entry(self, entry: Entry) -> None:
         self.validation.rows_total += 1
         if self.validation.rows_total > self.limits.max_rows:
-            raise Refused(
-                Problem(
-                    self.file,
-                    entry.line,
-                    None,
-                    f"The manifest has more than {self.limits.max_rows:,} rows "
-                    "(limits.max_rows); split it into several manifests.",
-                    code="too-many-rows",
-                )
-            )
+            raise self._too_many_rows(entry.line)
         if entry.problems:
             self.row_problems.extend((entry.line, p) for p in entry.problems)
             invalid = self.validation.invalid_values
             erroneous = any(p.severity == "error" for p in entry.problems)
             if erroneous and entry.values is not None and len(invalid) < _KEPT_VALUES:
                 invalid[entry.line] = dict(entry.values.text)
-        digest = row_digest(entry.values) if entry.values is not None else 0
-        row = entry.row
-        if row is None:
+        if entry.row is None:
             self.refused_lines.add(entry.line)
         else:
-            self._count_names(row)
-            self.lines.append(entry.line)
-            self.digests.append(digest)
+            self._keep(entry.row, entry.digest)
         if entry.values is not None:
-            self.tracker.add(entry.line, entry.values, digest)
-            if not self.columns.keys() >= entry.values.text.keys():
-                self.columns.update(dict.fromkeys(entry.values.text))
+            text = entry.values.text
+            name, previous = text.get("namespace", ""), text.get("previous_name", "")
+            self.tracker.add(entry.line, name, previous, entry.digest)
+            if not self.columns.keys() >= text.keys():
+                self.columns.update(dict.fromkeys(text))
 
-    def _count_names(self, row: ManifestRow) -> None:
+    def _too_many_rows(self, line: int) -> Refused:
+        return Refused(
+            Problem(
+                self.file,
+                line,
+                None,
+                f"The manifest has more than {self.limits.max_rows:,} rows "
+                "(limits.max_rows); split it into several manifests.",
+                code="too-many-rows",
+            )
+        )
+
+    def _keep(self, row: ManifestRow, digest: int) -> None:
+        """Note a row that passed its own checks: its names, line and digest."""
         validation = self.validation
         assert validation.names_by_account is not None
         account = row.account_id or ""
@@ -124,6 +139,13 @@ class _Collector:
         names.add(row.namespace)
         if row.previous_name:
             names.add(row.previous_name)
+
+        self.lines.append(row.line)
+        self.digests.append(digest)
+        if self.kept is not None and len(self.kept) < self.rows_kept:
+            self.kept.append(row)
+        else:
+            self.kept = None
 
     def problems(self) -> list[Problem]:
         """Every problem so far, in line order."""
@@ -324,19 +346,17 @@ class Manifest:
         reason and every row problem found before it.
         """
         ctx = self._context()
-        collector = _Collector(self.file, self.limits)
         small = self.rows_in_memory > 0 and _size(self.path) <= KEPT_FILE_BYTES
-        kept: list[ManifestRow] | None = [] if small else None
+        rows_kept = self.rows_in_memory if small else 0
+        collector = _Collector(self.file, self.limits, rows_kept)
 
         try:
             for item in self._scan(ctx):
-                collector.add(item)
-                if kept is None or not isinstance(item, Entry) or item.row is None:
-                    continue
-                if len(kept) < self.rows_in_memory:
-                    kept.append(item.row)
+                if isinstance(item, tuple):
+                    row, digest = item  # a plain row: almost every item
+                    collector.add_plain(row, digest)
                 else:
-                    kept = None
+                    collector.add(item)
         except Refused as exc:
             problems = collector.problems() + exc.problems
             raise _refusal(problems, exc.problems[0]) from None
@@ -347,7 +367,7 @@ class Manifest:
             raise _refusal(validation.problems, fatal)
         self._validation = validation
         self._stamp = ctx.stamp
-        self._kept = kept
+        self._kept = collector.kept
         self._lines, self._digests = collector.lines, collector.digests
         return validation
 
@@ -363,7 +383,9 @@ class Manifest:
         validation = self._validation or self.validate()
         if self._kept is not None:
             invalid = validation.invalid_lines
-            yield from (row for row in self._kept if row.line not in invalid)
+            for row in self._kept:
+                if row.line not in invalid:
+                    yield row
             return
 
         ctx = self._context()
@@ -372,18 +394,21 @@ class Manifest:
         index = 0
         try:
             for item in self._scan(ctx, expect_stamp=self._stamp):
-                if not isinstance(item, Entry) or item.row is None:
+                if isinstance(item, tuple):
+                    row, digest = item
+                elif isinstance(item, Entry) and item.row is not None:
+                    row, digest = item.row, item.digest
+                else:
                     continue
-                assert item.values is not None
                 if (
                     index >= len(lines)
-                    or lines[index] != item.line
-                    or digests[index] != row_digest(item.values)
+                    or lines[index] != row.line
+                    or digests[index] != digest
                 ):
                     raise Refused(_changed(ctx))
                 index += 1
-                if item.line not in validation.invalid_lines:
-                    yield item.row
+                if row.line not in validation.invalid_lines:
+                    yield row
         except Refused as exc:
             raise _refusal(exc.problems, exc.problems[0]) from None
 

@@ -26,6 +26,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from provisioner.errors import Problem
+from provisioner.manifest.duplicates import row_digest
 from provisioner.manifest.fields import build_row
 from provisioner.manifest.model import (
     Blank,
@@ -364,7 +365,8 @@ class _EntryReader:
         problems = sorted(problems + row_problems, key=lambda p: p.line or 0)
         if any(p.severity == "error" for p in problems):
             row = None
-        return Entry(line, values, row, [_at_row(p, line) for p in problems])
+        located = [_at_row(p, line) for p in problems]
+        return Entry(line, values, row, located, row_digest(values))
 
 
 def _at_row(problem: Problem, row_line: int) -> Problem:
