@@ -34,22 +34,15 @@ def row_base(row: ManifestRow, account: str) -> dict[str, Any]:
 def settled(
     row: ManifestRow, account: str, outcome: Outcome, ns: Namespace, attempts: int
 ) -> dict[str, Any]:
-    # One literal, not row_base merged: a run builds one of these per row.
-    return {
-        "type": "outcome",
-        "key": row_key(row.line),
-        "line": row.line,
-        "account_id": account,
-        "namespace": row.namespace,
-        "previous_name": row.previous_name,
-        "columns": row.columns(),
-        "outcome": outcome,
-        "namespace_id": ns.namespace_id,
-        "created_on": ns.created_on,
-        "attempts": attempts,
-        "error_code": None,
-        "error_message": None,
-    }
+    # Filled in, not merged into a new dict: a run builds one of these per row.
+    record = row_base(row, account)
+    record["outcome"] = outcome
+    record["namespace_id"] = ns.namespace_id
+    record["created_on"] = ns.created_on
+    record["attempts"] = attempts
+    record["error_code"] = None
+    record["error_message"] = None
+    return record
 
 
 def failure_fields(exc: ApiError) -> dict[str, Any]:
