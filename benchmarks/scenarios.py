@@ -61,7 +61,7 @@ class Sizes:
     overhead_repeats: int
 
 
-FULL = Sizes(2000, 5000, (1000, 10_000, 100_000), 180.0, 3)
+FULL = Sizes(2000, 5000, (1000, 10_000, 100_000), 180.0, 5)
 QUICK = Sizes(400, 500, (200, 1000, 5000), 60.0, 1)
 
 
@@ -170,9 +170,9 @@ def budget(work: Path, sizes: Sizes, *, other_share: float) -> BudgetReport:
 def overhead(work: Path, sizes: Sizes) -> OverheadReport:
     """c: every client unthrottled, plus a one-row run for start-up cost.
 
-    Each client runs ``overhead_repeats`` times, the clients taking turns, so
-    that a slow spell of a shared machine falls on all of them alike; each
-    client's median run is the one shown.
+    Each client runs ``overhead_repeats`` times, the clients taking turns (a
+    different one first each turn), so that a slow spell of a shared machine
+    falls on all of them alike; each client's median run is the one shown.
     """
     manifest = work / f"overhead-{sizes.overhead_rows}.csv"
     names = write_manifest(manifest, sizes.overhead_rows)
@@ -183,14 +183,17 @@ def overhead(work: Path, sizes: Sizes) -> OverheadReport:
 
     probes: dict[str, list[ChildRun]] = {client: [] for client in CLIENTS}
     runs: dict[str, list[ClientResult]] = {client: [] for client in CLIENTS}
-    for _ in range(repeats):
-        for client in CLIENTS:
+    for turn in range(repeats):
+        # Each turn starts with another client, so that no client always runs
+        # at the same point of the cycle.
+        order = CLIENTS[turn % len(CLIENTS) :] + CLIENTS[: turn % len(CLIENTS)]
+        for client in order:
             probes[client].append(
                 measure(
                     client, probe, probe_names, work, limit_s=limit_s, section="c"
                 ).run
             )
-        for client in CLIENTS:
+        for client in order:
             runs[client].append(
                 measure(client, manifest, names, work, limit_s=limit_s, section="c")
             )

@@ -113,8 +113,9 @@ def overhead_table(report: OverheadReport) -> str:
         "CPU is the client process's own (user + system), start-up included; "
         "the start-up column is a run of one create. "
         + (
-            f"Each client ran {report.repeats} times, the clients taking turns; "
-            "each row is that client's median run by CPU time."
+            f"Each client ran {report.repeats} times, the clients taking turns, "
+            "a different one first each turn; each row is that client's median "
+            "run by CPU time."
             if report.repeats > 1
             else "One run of each client."
         ),
@@ -160,7 +161,11 @@ def overhead_table(report: OverheadReport) -> str:
     ours_over_bare = per_1000["provisioner"] / per_1000["bare"]
     sdk_over_ours = per_1000["sdk"] / per_1000["provisioner"]
     if report.repeats > 1:
-        lines += ["", "CPU s of every run, in the order they ran:", ""]
+        lines += [
+            "",
+            f"CPU s of every run of the {report.rows:,} creates, turn by turn:",
+            "",
+        ]
         lines += [
             f"- {LABELS[client]}: " + ", ".join(f"{cpu_s:.2f}" for cpu_s in runs)
             for client, runs in report.cpu_s.items()
