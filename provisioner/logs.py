@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from contextvars import ContextVar
 from typing import IO, Any, BinaryIO, TextIO, cast
 
@@ -40,6 +40,11 @@ class SecretMasker:
 
     def __repr__(self) -> str:
         return f"SecretMasker(secrets={len(self._secrets)})"
+
+    @property
+    def secrets(self) -> list[str]:
+        """The secrets masked, longest first."""
+        return list(self._secrets)
 
     def mask(self, text: str) -> str:
         """``text`` with every secret replaced."""
@@ -91,29 +96,43 @@ class JsonLines:
     """The renderer of JSON lines: one event as UTF-8 JSON, secrets masked.
 
     A secret is looked for in the finished line as JSON writes it (escapes
-    included), which finds it in any field, key or nested value, in one scan
-    of the line per secret. Values JSON has no type for are written as text.
+    included): one scan of the line per secret finds it in any field, key or
+    nested value. A line where one is found is rendered again from the event
+    with every text masked, keys and nested values too: masking the line
+    itself could cut into an escape sequence (a secret starting with ``n``
+    after a backslash) and leave a line that is not JSON. Values JSON has no
+    type for are written as text.
     """
 
     def __init__(self, secrets: Iterable[str], *, as_text: bool) -> None:
-        masked = sorted({s for s in secrets if s}, key=len, reverse=True)
-        self._secrets = [orjson.dumps(secret)[1:-1] for secret in masked]
+        self._masker = SecretMasker(secrets)
+        self._escaped = [orjson.dumps(s)[1:-1] for s in self._masker.secrets]
         self._as_text = as_text
 
     def __repr__(self) -> str:
-        return f"JsonLines(secrets={len(self._secrets)})"
+        return f"JsonLines(secrets={len(self._escaped)})"
 
     def __call__(
         self, logger: Any, method: str, event: MutableMapping[str, Any]
     ) -> bytes | str:
         line = orjson.dumps(event, default=str, option=orjson.OPT_NON_STR_KEYS)
-        for secret in self._secrets:
+        for secret in self._escaped:
             if secret in line:
-                line = line.replace(secret, _MASK_BYTES)
+                line = orjson.dumps(self._masked(event), option=orjson.OPT_NON_STR_KEYS)
+                break
         return line.decode() if self._as_text else line
 
-
-_MASK_BYTES = MASK.encode()
+    def _masked(self, value: Any) -> Any:
+        """``value`` with every text in it masked (keys too), as JSON types."""
+        if isinstance(value, str):
+            return self._masker.mask(value)
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if isinstance(value, Mapping):
+            return {self._masked(k): self._masked(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._masked(item) for item in value]
+        return self._masker.mask(str(value))
 
 
 def add_timestamp(

@@ -166,6 +166,24 @@ def test_json_lines_mask_secrets_nested_escaped_and_in_keys() -> None:
     assert event["error"] == "echoed ***"
 
 
+def test_json_lines_stay_json_when_a_secret_meets_an_escape() -> None:
+    """A secret that starts like an escape's letter never breaks a line's JSON:
+    text that only looks like it after a tab is kept, a real one is masked."""
+    stream = io.StringIO()
+    configure_logging(
+        log_format="json", level="info", secrets=["tok-ABCdef123456"], stream=stream
+    )
+
+    structlog.get_logger("t").info(
+        "e", lookalike="col1\tok-ABCdef123456", real="a\ttok-ABCdef123456"
+    )
+
+    (line,) = stream.getvalue().splitlines()
+    event = json.loads(line)
+    assert event["lookalike"] == "col1\tok-ABCdef123456"
+    assert event["real"] == "a\t***"
+
+
 def test_json_lines_go_to_the_byte_stream_under_a_text_stream() -> None:
     """On a stream with a byte layer, lines are written there, whole, in order."""
     raw = io.BytesIO()
