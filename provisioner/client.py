@@ -22,6 +22,7 @@ import structlog
 from yarl import URL
 
 from provisioner.errors import (
+    ApiError,
     CredentialsRefusedError,
     NotFoundError,
     PermanentError,
@@ -228,12 +229,10 @@ class ApiClient:
                 elapsed_ms=round((time.monotonic() - sent_at) * 1000, 1),
             )
         envelope = _envelope(raw)
-        if status < 400 and envelope is not None and envelope["success"] is True:
-            self.stats.succeeded += 1
-            return envelope.get("result")
-        result = self._interpret(status, raw, envelope, headers, method, url)
+        if status >= 400 or envelope is None or envelope["success"] is not True:
+            raise self._failure(status, raw, envelope, headers, method, url)
         self.stats.succeeded += 1
-        return result
+        return envelope.get("result")
 
     def _transport(
         self, exc: BaseException, method: str, url: URL, *, committed: bool
@@ -247,7 +246,7 @@ class ApiClient:
             may_have_committed=committed,
         )
 
-    def _interpret(
+    def _failure(
         self,
         status: int,
         raw: bytes,
@@ -255,9 +254,8 @@ class ApiClient:
         headers: Mapping[str, str],
         method: str,
         url: URL,
-    ) -> Any:
-        """The answer's result, or the error of the tree it stands for (an
-        answer under 400 saying success is taken before this is called)."""
+    ) -> ApiError:
+        """The error of the tree an answer that is not a success stands for."""
         where = {"method": method, "path": url.raw_path}
         code, message = _first_error(envelope)
         for secret in self._secrets:
@@ -269,7 +267,7 @@ class ApiClient:
             self.stats.rate_limited += 1
             wait_s = retry_after_s(headers, now_epoch_s=time.time())
             self._pacer.rate_limited(wait_s)
-            raise RateLimitedError(
+            return RateLimitedError(
                 message or "rate limited",
                 retry_after_s=wait_s,
                 status=status,
@@ -278,7 +276,7 @@ class ApiClient:
                 **where,
             )
         if status in (401, 403):
-            raise CredentialsRefusedError(
+            return CredentialsRefusedError(
                 message or "credentials refused",
                 status=status,
                 code=code,
@@ -287,11 +285,11 @@ class ApiClient:
             )
         if status >= 500 or envelope is None:
             what = message or _describe_body(raw, status)
-            raise ServerError(
+            return ServerError(
                 what, status=status, code=code, may_have_committed=mutating, **where
             )
         if status == 404:
-            raise NotFoundError(
+            return NotFoundError(
                 message or "not found",
                 status=status,
                 code=code,
@@ -299,23 +297,21 @@ class ApiClient:
                 **where,
             )
         if status >= 400:
-            raise PermanentError(
+            return PermanentError(
                 message or f"HTTP {status}",
                 status=status,
                 code=code,
                 may_have_committed=False,
                 **where,
             )
-        if envelope.get("success") is not True:
-            # A 200 that says it failed: the server's state is not known.
-            raise ServerError(
-                message or "answer says success: false",
-                status=status,
-                code=code,
-                may_have_committed=mutating,
-                **where,
-            )
-        return envelope.get("result")
+        # Under 400 but not a success: the server's state is not known.
+        return ServerError(
+            message or "answer says success: false",
+            status=status,
+            code=code,
+            may_have_committed=mutating,
+            **where,
+        )
 
 
 def _json_text(value: Any) -> str:

@@ -679,13 +679,12 @@ class Runner:
         # Every event of a row (retries, lookups) carries the row's fields. Each
         # worker is a task with a context of its own, so binding them for the
         # next row replaces the last row's, and no other task sees them.
-        bind = bind_row
         while True:
             item = await queue.get()
             if item is _STOP:
                 return
             if isinstance(item, Deletion):
-                bind(
+                bind_row(
                     namespace=item.namespace.namespace_name,
                     line=None,
                     account_id=item.account_id,
@@ -697,7 +696,7 @@ class Runner:
                 journal.outcome_later(unattempted(item.row, item.account_id))
                 continue
 
-            bind(
+            bind_row(
                 namespace=item.row.namespace,
                 line=item.row.line,
                 account_id=item.account_id,
